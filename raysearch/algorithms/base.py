@@ -1,0 +1,46 @@
+"""The small interface every differentiable search algorithm implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search derives: the genotype and the hyper-parameters for retraining."""
+
+    genotype: object  # a genotype value of the searched space (has to_string / to_json)
+    hparams: dict = field(default_factory=dict)  # e.g. {"lr": [per-step list], "weight_decay": float}
+
+
+class SearchAlgorithm(ABC):
+    """One differentiable search over a supernet, driven step by step by a plain loop.
+
+    Constructor: `(space, options, training, total_steps, seed, device)`.
+    """
+
+    @abstractmethod
+    def step(self, train_batch, val_batch) -> dict[str, float]:
+        """One search step on a training and a validation batch; returns scalar metrics."""
+
+    @abstractmethod
+    def derive(self) -> SearchResult:
+        """The configuration the search currently selects."""
+
+    @abstractmethod
+    def encodings(self) -> dict[str, torch.Tensor]:
+        """Current probabilities of every encoding, by name (for logs and plots)."""
+
+    @abstractmethod
+    def derived_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Supernet output with the derived architecture (for validation accuracy)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict:
+        """Everything needed to continue the search exactly: weights, encodings, optimizers, RNG, step."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict) -> None: ...

@@ -1,0 +1,267 @@
+"""Experiment configuration: YAML -> validated, typed, frozen dataclasses.
+
+Every error names the dotted field and what it accepts, and is raised before
+Ray starts or any resource is taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message starts with the dotted field name."""
+
+
+def spec(default, *, ge=None, gt=None, le=None, lt=None, choices=None):
+    """A dataclass field with its accepted range or choices, checked at load time."""
+    checks = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices).items() if v is not None}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults (configs are frozen)")
+    return field(default=default, metadata=checks)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = spec("digits", choices="datasets")  # name in raysearch.data.DATASETS
+    root: str | None = None  # local directory with the dataset's files (digits needs none)
+    val_fraction: float = spec(0.25, gt=0.0, lt=1.0)  # share of the search pool kept as search-val
+    test_fraction: float = spec(0.2, gt=0.0, lt=1.0)  # share carved off as test when the dataset has no test set
+    split_seed: int = spec(0, ge=0)  # seed of the fixed split (kept apart from the search seed)
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    name: str = spec("nb201", choices="spaces")  # name in raysearch.spaces.SPACES
+    channels: int = spec(8, ge=1)  # width C of the first stage
+    cells_per_stage: int = spec(5, ge=1)  # cells N per stage
+    stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The baseline training recipe: its HPs are the defaults a search scales, and retraining uses it."""
+
+    lr: float = spec(0.1, gt=0.0)  # initial SGD learning rate
+    lr_schedule: str = spec("cosine", choices=("cosine", "constant"))  # decay of lr over all steps
+    weight_decay: float = spec(5e-4, ge=0.0)  # L2 penalty coefficient
+    momentum: float = spec(0.9, ge=0.0, lt=1.0)  # SGD momentum
+    nesterov: bool = True  # Nesterov momentum
+    grad_clip: float | None = spec(5.0, gt=0.0)  # max gradient norm, or null for no clipping
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    enabled: bool = True  # retrain the derived configuration from scratch and test it
+    epochs: int | None = spec(None, ge=1)  # retraining epochs; null = search.epochs
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # Ray cluster address; null starts a local Ray with this machine's CPUs
+    num_cpus: int | None = spec(None, ge=1)  # CPUs of a local Ray; null = all
+    cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial
+    max_failures: int = spec(2, ge=0)  # restarts of a failed trial from its last checkpoint
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = None  # MLflow tracking URI; null = sqlite store inside the run directory
+    experiment: str | None = None  # MLflow experiment name; null = the experiment's name
+    timeout_s: float = spec(5.0, gt=0.0)  # per-request timeout for a remote tracking server
+    retries: int = spec(1, ge=0)  # retries per request before MLflow is switched off for the run
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Common search fields; the algorithm's own options sit beside them in YAML."""
+
+    algorithm: str = spec("autohas", choices="algorithms")  # name in raysearch.algorithms.ALGORITHMS
+    epochs: int = spec(30, ge=1)  # search epochs (passes over search-train)
+    batch_size: int = spec(64, ge=1)  # mini-batch size for search and retraining
+    options: typing.Any = None  # the algorithm's config dataclass, built from the remaining keys
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str  # experiment name: run directory prefix and default MLflow experiment
+    seed: int = spec(0, ge=0)  # seeds weights, sampling and batch order of the search
+    data: DataConfig = DataConfig()
+    space: SpaceConfig = SpaceConfig()
+    search: SearchConfig = SearchConfig()
+    training: TrainingConfig = TrainingConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    ray: RayConfig = RayConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def to_dict(self) -> dict:
+        """Plain nested dict in the YAML layout (algorithm options flattened into `search`)."""
+        out = dataclasses.asdict(self)
+        options = out["search"].pop("options") or {}
+        out["search"].update(options)
+        return _lists(out)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def retrain_epochs(self) -> int:
+        return self.retrain.epochs or self.search.epochs
+
+
+def _lists(value):
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _registry_names(kind: str):
+    # Imported lazily: the registries import torch, the schema does not need to.
+    if kind == "datasets":
+        from raysearch.data import DATASETS as reg
+    elif kind == "spaces":
+        from raysearch.spaces import SPACES as reg
+    else:
+        from raysearch.algorithms import ALGORITHMS as reg
+    return sorted(reg)
+
+
+def _describe(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _coerce(value, tp, path: str):
+    """Value converted to type hint `tp`, or a ConfigError naming `path`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{path}: expected a non-empty list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    raise TypeError(f"unsupported config type {tp!r} at {path}")
+
+
+def _check(value, checks: dict, path: str):
+    if value is None:
+        return
+    choices = checks.get("choices")
+    if isinstance(choices, str):
+        choices = _registry_names(choices)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not one of: {', '.join(map(str, choices))}")
+    items = value if isinstance(value, tuple) else (value,)
+    for v in items:
+        for op, bound, ok in (("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
+                              ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)):
+            if op in checks and not ok(v, checks[op]):
+                raise ConfigError(f"{path}: must be {bound} {checks[op]}, got {v!r}")
+
+
+def build(cls, data, path: str = ""):
+    """Instance of dataclass `cls` from a mapping, validating names, types and ranges."""
+    prefix = f"{path}." if path else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "options"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; accepted: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _coerce(data[name], hints[name], prefix + name)
+            _check(values[name], f.metadata, prefix + name)
+        elif f.default is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required field is missing")
+    return cls(**values)
+
+
+def _build_search(data, path="search") -> SearchConfig:
+    """The common search fields, then the chosen algorithm's own options from the rest."""
+    from raysearch.algorithms import ALGORITHMS
+
+    data = dict(data or {})
+    common = {k: data.pop(k) for k in [f.name for f in dataclasses.fields(SearchConfig)] if k in data}
+    if "options" in common:
+        raise ConfigError(f"{path}.options: unknown field; put the algorithm's options directly under {path}")
+    base = build(SearchConfig, common, path)
+    option_type = ALGORITHMS[base.algorithm].config_type
+    try:
+        options = build(option_type, data, path)
+    except ConfigError as err:
+        if "unknown field" in str(err):
+            common_names = [f.name for f in dataclasses.fields(SearchConfig) if f.name != "options"]
+            accepted = common_names + [f.name for f in dataclasses.fields(option_type)]
+            raise ConfigError(str(err).split(";")[0] + f"; accepted: {', '.join(accepted)}") from None
+        raise
+    return dataclasses.replace(base, options=options)
+
+
+def from_dict(data) -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
+    data = dict(data)
+    search = _build_search(data.pop("search", None))
+    return dataclasses.replace(build(ExperimentConfig, data), search=search)
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. search.epochs=5")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path, overrides=()) -> ExperimentConfig:
+    """Load a YAML experiment, apply `KEY=VALUE` overrides (values parsed as YAML), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: no such file {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping at the top level")
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    return from_dict(data)

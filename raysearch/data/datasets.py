@@ -1,0 +1,87 @@
+"""Datasets as in-memory tensors: digits (embedded in scikit-learn) and CIFAR from disk.
+
+CIFAR is read from the python-pickle format of the official archives
+(`cifar-10-batches-py/`, `cifar-100-python/`), the same files torchvision's
+`CIFAR10(root, download=False)` reads. We parse them directly because
+torchvision also verifies the archive's MD5 sums, which would reject every
+small file written in the same format for tests.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raysearch.registry import Registry
+from raysearch.spaces import DataShape
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing; the message says where and how to get them."""
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Images as float tensors [N, C, H, W] in [0, 1], labels as int64."""
+
+    x: torch.Tensor  # images available for search (train pool)
+    y: torch.Tensor
+    test_x: torch.Tensor | None  # official test set, or None to carve one out
+    test_y: torch.Tensor | None
+    shape: DataShape
+
+
+def load_digits(root: str | None = None) -> RawData:
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    return RawData(x, y, None, None, DataShape(in_channels=1, image_size=8, num_classes=10))
+
+
+_CIFAR = {
+    # name: (folder, train files, test file, label key, classes)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels", 100),
+}
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+def _read_cifar_batches(folder: Path, files, label_key):
+    xs, ys = [], []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    x = torch.from_numpy(np.concatenate(xs)).float().div_(255.0)
+    return x, torch.from_numpy(np.concatenate(ys))
+
+
+def load_cifar(name: str, root: str | None) -> RawData:
+    folder_name, train_files, test_file, label_key, classes = _CIFAR[name]
+    if root is None:
+        raise DatasetNotFoundError(f"dataset {name} needs data.root: a directory holding {folder_name}/")
+    folder = Path(root).expanduser() / folder_name
+    missing = [f for f in [*train_files, test_file] if not (folder / f).is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"{name}: missing {', '.join(missing)} in {folder}. raysearch never downloads data: "
+            f"get the 'python version' archive from {_CIFAR_URL} and extract it into {Path(root).expanduser()} "
+            f"so that {folder}/ holds {', '.join([*train_files, test_file])}."
+        )
+    x, y = _read_cifar_batches(folder, train_files, label_key)
+    test_x, test_y = _read_cifar_batches(folder, [test_file], label_key)
+    return RawData(x, y, test_x, test_y, DataShape(in_channels=3, image_size=32, num_classes=classes))
+
+
+DATASETS = Registry("dataset", {
+    "digits": load_digits,
+    "cifar10": lambda root=None: load_cifar("cifar10", root),
+    "cifar100": lambda root=None: load_cifar("cifar100", root),
+})

@@ -1,0 +1,47 @@
+"""Fixed, seeded search-train / search-val / test splits, normalised by search-train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from raysearch.data.datasets import DATASETS, RawData
+from raysearch.spaces import DataShape
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three disjoint splits; the test split is never used by a search."""
+
+    train: tuple[torch.Tensor, torch.Tensor]  # search-train: weight updates
+    val: tuple[torch.Tensor, torch.Tensor]  # search-val: encoding updates, model selection
+    test: tuple[torch.Tensor, torch.Tensor]  # final evaluation only
+    shape: DataShape
+
+    def train_and_val(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retraining data: search-train + search-val."""
+        return torch.cat([self.train[0], self.val[0]]), torch.cat([self.train[1], self.val[1]])
+
+
+def split(raw: RawData, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    """Carve test (only when the dataset has no official one), then val, off a seeded permutation."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(raw.x), generator=gen)
+    x, y = raw.x[order], raw.y[order]
+    if raw.test_x is None:
+        n_test = round(len(x) * test_fraction)
+        (test_x, test_y), x, y = (x[:n_test], y[:n_test]), x[n_test:], y[n_test:]
+    else:
+        test_x, test_y = raw.test_x, raw.test_y
+    n_val = round(len(x) * val_fraction)
+    val, train = (x[:n_val], y[:n_val]), (x[n_val:], y[n_val:])
+    # Per-channel statistics of search-train only, so nothing leaks from val/test.
+    mean = train[0].mean(dim=(0, 2, 3), keepdim=True)
+    std = train[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    norm = lambda t: (t - mean) / std  # noqa: E731
+    return Splits((norm(train[0]), train[1]), (norm(val[0]), val[1]), (norm(test_x), test_y), raw.shape)
+
+
+def load_splits(dataset: str, root: str | None, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    return split(DATASETS[dataset](root), val_fraction, test_fraction, seed)

@@ -1,0 +1,69 @@
+"""The plain search loop: an algorithm, its two batch streams, epochs and checkpoints.
+
+Trainables wrap this loop; tests and notebooks run it directly on CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from raysearch.algorithms import ALGORITHMS, SearchAlgorithm
+from raysearch.config import ExperimentConfig
+from raysearch.data import BatchStream, Splits
+from raysearch.spaces import SPACES
+from raysearch.training import accuracy
+
+
+def build_space(config: ExperimentConfig, splits: Splits):
+    s = config.space
+    return SPACES[s.name](s.channels, s.cells_per_stage, s.stages, splits.shape)
+
+
+class SearchLoop:
+    """Runs a search epoch by epoch; its state is the algorithm's, the streams' and the epoch."""
+
+    def __init__(self, algorithm: SearchAlgorithm, splits: Splits, batch_size: int, seed: int, device):
+        self.algorithm, self.splits, self.device = algorithm, splits, device
+        self.train = BatchStream(*splits.train, batch_size, seed)
+        self.val = BatchStream(*splits.val, batch_size, seed + 1)
+        self.epoch = 0
+        self.history: list[dict[str, list]] = []  # encoding probabilities after each epoch
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, splits: Splits, device=torch.device("cpu")) -> "SearchLoop":
+        search = config.search
+        steps_per_epoch = len(splits.train[0]) // search.batch_size
+        algorithm = ALGORITHMS[search.algorithm].build(
+            build_space(config, splits), search.options, config.training,
+            total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
+        )
+        return cls(algorithm, splits, search.batch_size, config.seed, device)
+
+    def run_epoch(self) -> dict[str, float]:
+        """One pass over search-train; returns epoch means plus full search-val metrics."""
+        sums: dict[str, float] = {}
+        for _ in range(self.train.batches_per_pass):
+            for key, value in self.algorithm.step(next(self.train), next(self.val)).items():
+                sums[key] = sums.get(key, 0.0) + value
+        metrics = {k: v / self.train.batches_per_pass for k, v in sums.items()}
+        # The last step's derived HPs are the current ones, not an epoch mean.
+        for key in ("derived_lr", "derived_wd"):
+            if key in sums:
+                metrics.pop(key)
+        result = self.algorithm.derive()
+        metrics.update({k: v for k, v in result.hparams.items() if isinstance(v, float)})
+        metrics["derived_val_loss"], metrics["derived_val_acc"] = accuracy(
+            self.algorithm.derived_logits, *self.splits.val, self.device)
+        self.epoch += 1
+        self.history.append({k: v.tolist() for k, v in self.algorithm.encodings().items()})
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"algorithm": self.algorithm.state_dict(), "train": self.train.state_dict(),
+                "val": self.val.state_dict(), "epoch": self.epoch, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.train.load_state_dict(state["train"])
+        self.val.load_state_dict(state["val"])
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])

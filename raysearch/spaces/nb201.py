@@ -1,0 +1,182 @@
+"""NAS-Bench-201: the 4-node cell, its genotype string, supernet and fixed network."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from raysearch.spaces.mixed import mixed_forward
+from raysearch.spaces.ops import OPS, ReLUConvBN
+
+OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# (to, from) per edge; the row order of the [6, 5] architecture encoding.
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+_ENTRY = re.compile(r"([a-z0-9_]+)~(\d+)")
+
+
+class GenotypeError(ValueError):
+    """A genotype string or value that does not describe a cell of the space."""
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """One NB201 cell: an op name per edge, in EDGES order."""
+
+    ops: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.ops) != len(EDGES):
+            raise GenotypeError(f"an NB201 genotype has {len(EDGES)} edges, got {len(self.ops)}")
+        bad = [op for op in self.ops if op not in OP_NAMES]
+        if bad:
+            raise GenotypeError(f"unknown NB201 op(s) {bad}; known: {', '.join(OP_NAMES)}")
+
+    space = "nb201"
+
+    @classmethod
+    def from_indices(cls, indices) -> "NB201Genotype":
+        return cls(tuple(OP_NAMES[int(i)] for i in indices))
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(OP_NAMES.index(op) for op in self.ops)
+
+    def to_string(self) -> str:
+        """The `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` string NB201 tools look up."""
+        nodes = []
+        for node in (1, 2, 3):
+            entries = [f"{op}~{src}" for (dst, src), op in zip(EDGES, self.ops) if dst == node]
+            nodes.append("|" + "|".join(entries) + "|")
+        return "+".join(nodes)
+
+    @classmethod
+    def from_string(cls, text: str) -> "NB201Genotype":
+        nodes = text.strip().split("+")
+        if len(nodes) != 3:
+            raise GenotypeError(f"an NB201 string has 3 nodes separated by '+', got {len(nodes)} in {text!r}")
+        ops = []
+        for node, part in enumerate(nodes, start=1):
+            if not (part.startswith("|") and part.endswith("|")):
+                raise GenotypeError(f"node {node} must be wrapped in '|': {part!r}")
+            entries = part[1:-1].split("|")
+            if len(entries) != node:
+                raise GenotypeError(f"node {node} takes {node} inputs, got {len(entries)}: {part!r}")
+            for src, entry in enumerate(entries):
+                match = _ENTRY.fullmatch(entry)
+                if not match or int(match.group(2)) != src:
+                    raise GenotypeError(f"node {node} entry {src} must read 'op~{src}', got {entry!r}")
+                ops.append(match.group(1))
+        return cls(tuple(ops))
+
+    def to_json(self) -> str:
+        return json.dumps({"space": self.space, "arch": self.to_string()})
+
+    @classmethod
+    def from_json(cls, text: str) -> "NB201Genotype":
+        data = json.loads(text)
+        if data.get("space") != cls.space:
+            raise GenotypeError(f"not an NB201 genotype: {text!r}")
+        return cls.from_string(data["arch"])
+
+    @classmethod
+    def all(cls):
+        """Every cell of the space (5^6 = 15,625)."""
+        for ops in itertools.product(OP_NAMES, repeat=len(EDGES)):
+            yield cls(ops)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+
+class Cell(nn.Module):
+    """Node i = sum_{j<i} edge_ij(node j); the output is node 3."""
+
+    def __init__(self, channels: int, candidates, affine: bool, track: bool):
+        super().__init__()
+        self.edges = nn.ModuleList(
+            nn.ModuleList(OPS[name](channels, channels, 1, affine, track) for name in names)
+            for names in candidates
+        )
+
+    def forward(self, x, weights=None, active=None):
+        nodes = [x]
+        for node in (1, 2, 3):
+            total = 0
+            for k, (dst, src) in enumerate(EDGES):
+                if dst == node:
+                    w = None if weights is None else weights[k]
+                    a = None if active is None else int(active[k])
+                    total = total + mixed_forward(self.edges[k], nodes[src], w, a)
+            nodes.append(total)
+        return nodes[3]
+
+
+class ResidualReduction(nn.Module):
+    """NB201's reduction block: two 3x3 ReLUConvBN (first strided) + pooled 1x1 shortcut."""
+
+    def __init__(self, c_in, c_out, affine, track):
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1, affine, track)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, affine, track)
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x):
+        return self.shortcut(x) + self.conv_b(self.conv_a(x))
+
+
+@dataclass(frozen=True)
+class NB201Skeleton:
+    """Macro skeleton: `stages` stages of N cells at C, 2C, 4C, joined by reduction blocks.
+
+    The benchmark uses 3 stages. On tiny inputs (8x8 digits) the reduction
+    blocks' own 3x3 convs make any cell look good, so one stage of cells lets
+    the cell's quality show.
+    """
+
+    channels: int  # C, width of the first stage
+    cells_per_stage: int  # N
+    stages: int  # 1 to 3
+    in_channels: int  # image channels of the dataset
+    num_classes: int  # classifier outputs
+    candidates: tuple = field(repr=False)  # op names per edge: all ops (supernet) or one (fixed)
+
+
+class NB201Network(nn.Module):
+    """Stem -> N cells -> (reduction -> N cells) per further stage -> head.
+
+    A supernet when every edge holds all candidates (forward takes the [6, 5]
+    mixing weights and, for hard sampling, the active op per edge); a fixed
+    network when every edge holds one op (forward takes only the input).
+    """
+
+    def __init__(self, skeleton: NB201Skeleton, affine: bool, track: bool):
+        super().__init__()
+        c = skeleton.channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(skeleton.in_channels, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c, affine=affine, track_running_stats=track),
+        )
+        blocks = []
+        for stage in range(skeleton.stages):
+            width = c * 2**stage
+            if stage:
+                blocks.append(ResidualReduction(width // 2, width, affine, track))
+            blocks += [Cell(width, skeleton.candidates, affine, track) for _ in range(skeleton.cells_per_stage)]
+        self.blocks = nn.ModuleList(blocks)
+        width = c * 2 ** (skeleton.stages - 1)
+        self.head = nn.Sequential(
+            nn.BatchNorm2d(width, affine=affine, track_running_stats=track), nn.ReLU(inplace=False),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.classifier = nn.Linear(width, skeleton.num_classes)
+
+    def forward(self, x, weights: torch.Tensor | None = None, active=None):
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x, weights, active) if isinstance(block, Cell) else block(x)
+        return self.classifier(self.head(x))

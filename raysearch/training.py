@@ -1,0 +1,52 @@
+"""Plain-PyTorch training pieces shared by searches and fixed-network training."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN or infinite; the trial ends as failed with this reason."""
+
+
+def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"{what} is {loss.item()} at step {step}: the run diverged")
+
+
+def scheduled_lr(base: float, step: int, total_steps: int, schedule: str) -> float:
+    """Learning rate at `step` of `total_steps`: cosine decay to 0, or constant."""
+    if schedule == "constant":
+        return base
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def replay(values, step: int, total_steps: int) -> float:
+    """The value of a recorded per-step list at the same fraction of a run of `total_steps`.
+
+    A search records one learning rate per search step; a retraining over a
+    different number of steps (e.g. on search-train + search-val) reads the
+    list at the same point of progress.
+    """
+    index = min(len(values) - 1, step * len(values) // total_steps)
+    return float(values[index])
+
+
+@torch.no_grad()
+def accuracy(forward, x: torch.Tensor, y: torch.Tensor, device, batch_size: int = 512) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `forward` over a whole split, in chunks."""
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+        logits = forward(xb)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss_sum / len(x), correct / len(x)
+
+
+def pick_device() -> torch.device:
+    """The run-time device: the first GPU when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
