@@ -67,6 +67,7 @@ class RayConfig:
     address: str | None = None  # Ray cluster address; null starts a local Ray with this machine's CPUs
     num_cpus: int | None = spec(None, ge=1)  # CPUs of a local Ray; null = all
     cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial
+    gpus_per_trial: float = spec(0.0, ge=0.0)  # GPUs reserved by each trial (the device follows)
     max_failures: int = spec(2, ge=0)  # restarts of a failed trial from its last checkpoint
 
 

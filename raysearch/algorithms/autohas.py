@@ -163,6 +163,11 @@ class AutoHAS(SearchAlgorithm):
     def encodings(self) -> dict[str, torch.Tensor]:
         return {name: t.detach().softmax(-1).cpu() for name, t in self.enc.items()}
 
+    def encoding_labels(self) -> dict[str, tuple]:
+        return {"arch": (list(self.space.edge_names), list(self.space.op_names)),
+                "lr": (None, [f"x{m:g}" for m in self.options.lr_multipliers]),
+                "wd": (None, [f"x{m:g}" for m in self.options.wd_multipliers])}
+
     @torch.no_grad()
     def derived_logits(self, x):
         index = self.arch.argmax(-1)

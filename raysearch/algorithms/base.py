@@ -35,6 +35,10 @@ class SearchAlgorithm(ABC):
         """Current probabilities of every encoding, by name (for logs and plots)."""
 
     @abstractmethod
+    def encoding_labels(self) -> dict[str, tuple]:
+        """Per encoding name: (row names or None for a vector, names of its choices)."""
+
+    @abstractmethod
     def derived_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Supernet output with the derived architecture (for validation accuracy)."""
 

@@ -63,8 +63,9 @@ def _read_cifar_batches(folder: Path, files, label_key):
     return x, torch.from_numpy(np.concatenate(ys))
 
 
-def load_cifar(name: str, root: str | None) -> RawData:
-    folder_name, train_files, test_file, label_key, classes = _CIFAR[name]
+def _locate_cifar(name: str, root: str | None) -> Path:
+    """The folder holding the CIFAR batches, or an error saying where they belong and how to get them."""
+    folder_name, train_files, test_file, _, _ = _CIFAR[name]
     if root is None:
         raise DatasetNotFoundError(f"dataset {name} needs data.root: a directory holding {folder_name}/")
     folder = Path(root).expanduser() / folder_name
@@ -75,6 +76,18 @@ def load_cifar(name: str, root: str | None) -> RawData:
             f"get the 'python version' archive from {_CIFAR_URL} and extract it into {Path(root).expanduser()} "
             f"so that {folder}/ holds {', '.join([*train_files, test_file])}."
         )
+    return folder
+
+
+def check_available(dataset: str, root: str | None) -> None:
+    """Raise DatasetNotFoundError now, before any resource is taken, if the files are missing."""
+    if dataset in _CIFAR:
+        _locate_cifar(dataset, root)
+
+
+def load_cifar(name: str, root: str | None) -> RawData:
+    folder = _locate_cifar(name, root)
+    _, train_files, test_file, label_key, classes = _CIFAR[name]
     x, y = _read_cifar_batches(folder, train_files, label_key)
     test_x, test_y = _read_cifar_batches(folder, [test_file], label_key)
     return RawData(x, y, test_x, test_y, DataShape(in_channels=3, image_size=32, num_classes=classes))

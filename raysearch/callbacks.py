@@ -1,0 +1,58 @@
+"""Driver-side Tune callbacks: MLflow child runs per trial, and one progress line per report."""
+
+from __future__ import annotations
+
+import numbers
+import sys
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from raysearch.tracking import Tracker, flatten
+
+
+def numeric_metrics(result: dict) -> dict[str, float]:
+    """The trainable's own numeric metrics (Tune's bookkeeping keys dropped)."""
+    skip = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+    return {k: float(v) for k, v in result.items()
+            if k not in skip and isinstance(v, numbers.Number) and not isinstance(v, bool)}
+
+
+class MlflowCallback(Callback):
+    """One MLflow child run per trial under the experiment's parent run."""
+
+    def __init__(self, tracker: Tracker, role: str):
+        self.tracker, self.role = tracker, role
+        self.run_ids: dict[str, str | None] = {}  # trial_id -> MLflow run id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if trial.trial_id not in self.run_ids:  # a restarted trial keeps its run
+            self.run_ids[trial.trial_id] = self.tracker.start_child(
+                f"{self.role}-{trial.trial_id}", flatten(trial.config), {"raysearch.role": self.role})
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.tracker.log_metrics(self.run_ids.get(trial.trial_id), numeric_metrics(result),
+                                 step=int(result.get("training_iteration", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.tracker.end(self.run_ids.get(trial.trial_id), "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.tracker.end(self.run_ids.get(trial.trial_id), "FAILED")
+
+
+class ProgressCallback(Callback):
+    """Prints one line per reported epoch: `[search 3/20] train_loss 0.52 ...`."""
+
+    def __init__(self, role: str, total: int, keys: tuple[str, ...], label_key: str | None = None):
+        self.role, self.total, self.keys, self.label_key = role, total, keys, label_key
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        parts = [f"[{self.role} {result.get('training_iteration', '?')}/{self.total}]"]
+        parts += [f"{k} {result[k]:.4g}" for k in self.keys if k in result]
+        if self.label_key and self.label_key in result:
+            parts.append(str(result[self.label_key]))
+        print("  ".join(parts), file=sys.stdout, flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"[{self.role}] trial {trial.trial_id} failed; see {trial.error_file}", file=sys.stderr, flush=True)

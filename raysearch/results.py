@@ -1,0 +1,126 @@
+"""Result files of a run: summary.json, results.parquet (one row per trial) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one experiment found and what it cost; written as summary.json."""
+
+    experiment: str  # experiment name
+    algorithm: str  # search algorithm
+    space: str  # search space
+    dataset: str  # dataset name
+    genotype: str  # derived architecture in the space's string format
+    hparams: dict  # derived hyper-parameters (lr: per-step list, weight_decay, ...)
+    search_seconds: float  # wall time of the search trial
+    retrain_seconds: float | None  # wall time of the retraining trial (None if disabled)
+    val_accuracy: float  # search-val accuracy of the derived architecture in the supernet
+    test_accuracy: float | None  # test accuracy after retraining (None if disabled)
+    mlflow_experiment_id: str | None  # None when tracking was unavailable
+    mlflow_parent_run_id: str | None
+    run_dir: str = ""  # where every file of the run is
+    extra: dict = field(default_factory=dict)  # tracking URI and other pointers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        """The end-of-run summary as aligned text."""
+        lr = self.hparams.get("lr")
+        lr_text = f"{lr[0]:.4g} -> {lr[-1]:.4g} over {len(lr)} steps" if isinstance(lr, list) and lr else str(lr)
+        rows = [
+            ("experiment", self.experiment), ("algorithm / space", f"{self.algorithm} / {self.space}"),
+            ("dataset", self.dataset), ("genotype", self.genotype), ("learning rate", lr_text),
+            ("weight decay", f"{self.hparams.get('weight_decay', float('nan')):.4g}"),
+            ("val accuracy (search)", f"{self.val_accuracy:.4f}"),
+            ("test accuracy (retrained)", "-" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"),
+            ("search / retrain seconds",
+             f"{self.search_seconds:.1f} / {'-' if self.retrain_seconds is None else f'{self.retrain_seconds:.1f}'}"),
+            ("MLflow experiment / run", f"{self.mlflow_experiment_id or '-'} / {self.mlflow_parent_run_id or '-'}"),
+            ("run directory", self.run_dir),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def write_summary(summary: Summary, run_dir: Path) -> Path:
+    path = Path(run_dir) / "summary.json"
+    path.write_text(json.dumps(summary.to_dict(), indent=2))
+    return path
+
+
+RESULT_SCHEMA = pa.schema([
+    ("experiment", pa.string()), ("role", pa.string()), ("trial_id", pa.string()), ("status", pa.string()),
+    ("error", pa.string()), ("epochs", pa.int64()), ("seconds", pa.float64()), ("genotype", pa.string()),
+    ("val_accuracy", pa.float64()), ("test_accuracy", pa.float64()), ("metrics", pa.string()),
+    ("config", pa.string()),
+])
+
+
+def write_results(rows: list[dict], run_dir: Path) -> Path:
+    """results.parquet: one row per trial with the columns of RESULT_SCHEMA."""
+    path = Path(run_dir) / "results.parquet"
+    table = pa.Table.from_pylist([{name: row.get(name) for name in RESULT_SCHEMA.names} for row in rows],
+                                 schema=RESULT_SCHEMA)
+    pq.write_table(table, path)
+    return path
+
+
+def plot_encodings(history: list[dict], labels: dict[str, tuple], path: Path) -> Path:
+    """Probabilities of every encoding after each epoch: one panel per row of each encoding.
+
+    `labels` maps an encoding name to (row names or None, choice names).
+    """
+    panels = []
+    for name, (rows, choices) in labels.items():
+        series = [epoch[name] for epoch in history]
+        if rows is None:
+            panels.append((name, [series], choices))
+        else:
+            panels.append((name, [[epoch[r] for epoch in series] for r in range(len(rows))], choices, rows))
+    count = sum(len(p[1]) for p in panels)
+    cols = min(4, count)
+    fig, axes = plt.subplots((count + cols - 1) // cols, cols, figsize=(3.2 * cols, 2.4 * ((count + cols - 1) // cols)),
+                             squeeze=False)
+    flat = iter(axes.ravel())
+    for panel in panels:
+        name, row_series, choices = panel[:3]
+        for r, series in enumerate(row_series):
+            ax = next(flat)
+            epochs = range(1, len(series) + 1)
+            for c, choice in enumerate(choices):
+                ax.plot(epochs, [probs[c] for probs in series], label=str(choice))
+            ax.set_title(f"{name} {panel[3][r]}" if len(panel) > 3 else name, fontsize=9)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.legend(fontsize=6)
+    for ax in flat:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_lr(lrs: list[float], path: Path) -> Path:
+    """The derived per-step learning rate that retraining replays."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(len(lrs)), lrs)
+    ax.set_xlabel("search step")
+    ax.set_ylabel("derived learning rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,152 @@
+"""MLflow at the edge: one parent run per experiment, one child run per trial.
+
+MLflow must never fail or hang a search. Remote servers are probed first with
+a short timeout, every request has bounded retries and timeout, and the first
+failure switches tracking off for the rest of the run with one warning; the
+run's results are still written to the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+import warnings
+from pathlib import Path
+
+_MAX_PARAM_CHARS = 500  # longer values (e.g. per-step lr lists) go to artifacts instead
+_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+
+
+def default_uri(run_dir: Path) -> str:
+    return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {"a.b": "value"} of strings, dropping values too long for a param."""
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            text = str(value)
+            if len(text) <= _MAX_PARAM_CHARS:
+                out[name] = text
+    return out
+
+
+def _reachable(uri: str, timeout: float) -> str | None:
+    """None if a remote tracking server accepts a connection, else why not."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return None
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"cannot connect to {parsed.hostname}:{port} ({err})"
+
+
+class Tracker:
+    """Bounded, failure-tolerant MLflow logging; picklable (Tune pickles callbacks)."""
+
+    def __init__(self, uri: str, experiment: str, timeout_s: float = 5.0, retries: int = 1,
+                 artifact_location: str | None = None):
+        self.uri, self.experiment, self.timeout_s, self.retries = uri, experiment, timeout_s, retries
+        self.artifact_location = artifact_location
+        self.enabled = True
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._client = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    # -- plumbing -------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            # Bound every HTTP request before mlflow reads the settings.
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(self.timeout_s)))
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.retries)
+            os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def disable(self, reason: str) -> None:
+        if self.enabled:
+            warnings.warn(f"MLflow tracking at {self.uri} is off for the rest of this run: {reason}. "
+                          "Results are still written to the run directory.", RuntimeWarning, stacklevel=3)
+        self.enabled = False
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any MLflow failure degrades to a warning
+            self.disable(f"{what} failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+            return None
+
+    # -- experiment and runs -----------------------------------------------------------
+    def start(self, run_name: str, params: dict[str, str]) -> "Tracker":
+        """Probe the server, create the experiment if needed and open the parent run."""
+        problem = _reachable(self.uri, self.timeout_s)
+        if problem:
+            self.disable(problem)
+            return self
+        exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
+        if self.enabled:
+            self.experiment_id = exp.experiment_id if exp else self._call(
+                "create experiment", self.client.create_experiment, self.experiment,
+                artifact_location=self.artifact_location)
+        run = self._call("create parent run", self.client.create_run, self.experiment_id, run_name=run_name)
+        if run is not None:
+            self.parent_run_id = run.info.run_id
+            self.log_params(self.parent_run_id, params)
+        return self
+
+    def start_child(self, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None) -> str | None:
+        if not self.enabled or self.parent_run_id is None:
+            return None
+        tags = {"mlflow.parentRunId": self.parent_run_id, **(tags or {})}
+        run = self._call("create child run", self.client.create_run, self.experiment_id,
+                         run_name=run_name, tags=tags)
+        if run is None:
+            return None
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str | None, params: dict[str, str]) -> None:
+        if run_id is None:
+            return
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), _PARAMS_PER_CALL):
+            self._call("log params", self.client.log_batch, run_id, params=items[start : start + _PARAMS_PER_CALL])
+
+    def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
+        if run_id is None or not metrics:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._call("log metrics", self.client.log_batch, run_id, metrics=batch)
+
+    def log_artifacts(self, run_id: str | None, paths) -> None:
+        if run_id is None:
+            return
+        for path in paths:
+            self._call("log artifact", self.client.log_artifact, run_id, str(path))
+
+    def end(self, run_id: str | None, status: str = "FINISHED") -> None:
+        if run_id is not None:
+            self._call("end run", self.client.set_terminated, run_id, status)

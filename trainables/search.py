@@ -1,0 +1,38 @@
+"""One differentiable search as a Ray Tune function trainable.
+
+    raysearch run configs/autohas_nb201_digits.yaml
+
+Tune config: {"experiment": <ExperimentConfig.to_dict()>}. Reports once per
+epoch with a checkpoint holding the whole search state (weights, encodings,
+optimizer states, RNG states, step, stream positions) and `derived.json`,
+the configuration the search selects at that point.
+"""
+
+from __future__ import annotations
+
+from raysearch.config import from_dict
+from raysearch.data import load_splits
+from raysearch.search import SearchLoop
+from raysearch.training import pick_device
+from trainables.common import quiet_ray_logs, report, restore
+
+DERIVED_FILE = "derived.json"
+
+
+def search_trainable(config: dict) -> None:
+    quiet_ray_logs()
+    # 1. the Tune config becomes typed objects once, here at the boundary
+    cfg = from_dict(config["experiment"])
+    d = cfg.data
+    splits = load_splits(d.dataset, d.root, d.val_fraction, d.test_fraction, d.split_seed)
+    loop = SearchLoop.from_config(cfg, splits, pick_device())
+    # 2. continue from the last checkpoint after a failure, pause or restore
+    restore(loop)
+    # 3. epochs: search, derive, report with a checkpoint
+    while loop.epoch < cfg.search.epochs:
+        metrics = loop.run_epoch()
+        result = loop.algorithm.derive()
+        derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": loop.history,
+                   "labels": loop.algorithm.encoding_labels()}
+        report({**metrics, "epoch": loop.epoch, "genotype": derived["genotype"]}, loop.state_dict(),
+               {DERIVED_FILE: derived})
