@@ -1,0 +1,49 @@
+"""Shared fixtures: small configs, digits splits, and an isolated Ray per test that needs one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from raysearch.config import from_dict
+from raysearch.data import load_splits
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+torch.set_num_threads(2)
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1},
+    "search": {"algorithm": "autohas", "epochs": 2, "batch_size": 64, "encoding_lr": 0.03},
+    "retrain": {"epochs": 1},
+}
+
+
+def tiny_config(**sections):
+    """TINY with sections replaced/extended, e.g. tiny_config(search={"epochs": 3})."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            data.setdefault(key, {}).update(value)
+        else:
+            data[key] = value
+    return from_dict(data)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_splits("digits", None, 0.25, 0.2, 0)
+
+
+@pytest.fixture
+def ray_session(tmp_path_factory):
+    """A private local Ray for one test, shut down afterwards."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             _temp_dir=str(tmp_path_factory.mktemp("ray", numbered=True)))
+    yield
+    ray.shutdown()

@@ -1,0 +1,144 @@
+import copy
+import io
+
+import pytest
+import torch
+
+from raysearch.algorithms.autohas import AutoHAS, AutoHASConfig
+from raysearch.config import TrainingConfig
+from raysearch.search import SearchLoop
+from tests.conftest import tiny_config
+from tests.toys import ToySpace, quadratic_batch
+
+DIM = 8
+
+
+def _toy(options=AutoHASConfig(), **training):
+    training = TrainingConfig(**{"lr_schedule": "constant", "momentum": 0.0, "grad_clip": None, **training})
+    return AutoHAS(ToySpace(DIM), options, training, total_steps=10**6, seed=0)
+
+
+def test_lr_encoding_converges_to_the_one_basis_value_that_trains_well():
+    """One-step problems with curvature h: only lr = 1/h lands on the optimum.
+
+    Weights restart at 0 every step, so each step is the same problem and a
+    learning rate above 2/h overshoots. The basis is 1/h times the paper's
+    multipliers, so the good value is the multiplier 1.0; the uniform start has
+    Eq. 10 value 3.07 (mean of the multipliers).
+    """
+    h = 4.0
+    algo = _toy(AutoHASConfig(encoding_lr=0.05), lr=1.0 / h, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(1)
+    start = algo.derive().hparams["lr_factor"]
+    for _ in range(600):
+        target = torch.randn(DIM, generator=gen)
+        with torch.no_grad():
+            algo.net.w.zero_()
+        algo.step(quadratic_batch(DIM, h, target, gen), quadratic_batch(DIM, h, target, gen))
+    factor = algo.derive().hparams["lr_factor"]
+    assert start == pytest.approx(sum(AutoHASConfig().lr_multipliers) / 9)
+    assert factor == pytest.approx(1.0, abs=0.15), factor
+    # Eq. 10's learning rate is recorded at every step for retraining to replay.
+    assert len(algo.derive().hparams["lr"]) == 600
+    assert algo.derive().hparams["lr"][-1] == pytest.approx(factor / h)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_weight_step_is_torch_sgd_and_validation_sees_the_updated_weights(nesterov):
+    """The manual in-place step equals torch.optim.SGD, and W' equals the weights after the step."""
+    options = AutoHASConfig(lr_multipliers=(1.0,), wd_multipliers=(1.0,))
+    algo = _toy(options, lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=nesterov)
+    reference = copy.deepcopy(algo.net)
+    sgd = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=nesterov)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        train = quadratic_batch(DIM, 1.0, torch.randn(DIM, generator=gen), gen)
+        val = quadratic_batch(DIM, 1.0, torch.randn(DIM, generator=gen), gen)
+        metrics = algo.step(train, val)
+        sgd.zero_grad()
+        ones = torch.ones(1, 1)
+        torch.nn.functional.cross_entropy(reference(train[0], ones), train[1]).backward()
+        sgd.step()
+        assert torch.allclose(algo.net.w, reference.w, atol=1e-6)
+        val_loss = torch.nn.functional.cross_entropy(reference(val[0], ones), val[1]).item()
+        assert metrics["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+
+
+def _saved_bytes(n_basis: int, digits) -> int:
+    """Bytes autograd keeps for backward during one AutoHAS step."""
+    config = tiny_config(space={"channels": 16}, search={"lr_multipliers": [1.0 + i for i in range(n_basis)],
+                                                         "wd_multipliers": [1.0 + i for i in range(n_basis)]})
+    loop = SearchLoop.from_config(config, digits)
+    batch = next(loop.train), next(loop.val)
+    seen, total = set(), [0]
+
+    def pack(t):
+        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loop.algorithm.step(*batch)
+    return total[0]
+
+
+def test_memory_does_not_grow_with_the_number_of_basis_values(digits):
+    net = SearchLoop.from_config(tiny_config(space={"channels": 16}), digits).algorithm
+    weights = sum(p.numel() * p.element_size() for p in net.weights)
+    small, large = _saved_bytes(3, digits), _saved_bytes(27, digits)
+    # Only basis-length vectors may grow; one per-basis copy of the weights would add 24x `weights`.
+    assert large - small < 0.05 * weights, (small, large, weights)
+
+
+def _run(loop, epochs):
+    for _ in range(epochs):
+        loop.run_epoch()
+
+
+def test_interrupted_and_resumed_search_matches_an_uninterrupted_one(digits):
+    config = tiny_config(search={"epochs": 3})
+    straight = SearchLoop.from_config(config, digits)
+    _run(straight, 3)
+
+    first = SearchLoop.from_config(config, digits)
+    _run(first, 1)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    del first
+    buffer.seek(0)
+    resumed = SearchLoop.from_config(config, digits)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    _run(resumed, 2)
+
+    for name, tensor in straight.algorithm.enc.items():
+        assert torch.equal(tensor, resumed.algorithm.enc[name]), name
+    for a, b in zip(straight.algorithm.weights, resumed.algorithm.weights):
+        assert torch.equal(a, b)
+    assert straight.algorithm.derive() == resumed.algorithm.derive()
+    assert resumed.history == straight.history and resumed.epoch == 3
+
+
+def test_same_seed_same_search_and_other_seed_differs(digits):
+    a, b, c = (SearchLoop.from_config(tiny_config(seed=s), digits) for s in (0, 0, 1))
+    for loop in (a, b, c):
+        _run(loop, 1)
+    assert torch.equal(a.algorithm.enc["arch"], b.algorithm.enc["arch"])
+    assert not torch.equal(a.algorithm.enc["arch"], c.algorithm.enc["arch"])
+
+
+def test_divergence_raises_a_clear_error(digits):
+    from raysearch.training import DivergenceError
+
+    loop = SearchLoop.from_config(tiny_config(training={"lr": 1e30, "grad_clip": None}), digits)
+    with pytest.raises(DivergenceError, match="diverged"):
+        _run(loop, 2)
+
+
+def test_encodings_change_only_in_the_encoding_step(digits):
+    """Weights come from the SGD step; encodings are Parameters apart from the weights."""
+    algo = SearchLoop.from_config(tiny_config(), digits).algorithm
+    enc_ids = {id(p) for p in algo.enc.parameters()}
+    assert not enc_ids & {id(w) for w in algo.weights}
+    assert set(algo.enc.state_dict()) == {"arch", "lr", "wd"}
