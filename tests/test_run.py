@@ -1,0 +1,144 @@
+"""End-to-end runs through Ray Tune: files, MLflow runs, failures, resume, and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+import raysearch
+from raysearch.search import SearchLoop
+from tests.conftest import TINY, tiny_config
+from tests.test_tracking import _closed_port
+
+SUMMARY_KEYS = {"experiment", "algorithm", "space", "dataset", "genotype", "hparams", "search_seconds",
+                "retrain_seconds", "val_accuracy", "test_accuracy", "mlflow_experiment_id", "mlflow_parent_run_id"}
+
+
+def test_run_writes_results_and_nested_mlflow_runs(tmp_path, ray_session):
+    summary = raysearch.run(tiny_config(), output_dir=tmp_path / "run")
+    run_dir = tmp_path / "run"
+    saved = json.loads((run_dir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(saved)
+    assert saved["genotype"] == summary.genotype and 0.0 <= saved["test_accuracy"] <= 1.0
+    assert len(saved["hparams"]["lr"]) == 2 * (1078 // 64)  # epochs x steps over search-train
+
+    rows = pq.read_table(run_dir / "results.parquet").to_pylist()
+    assert [r["role"] for r in rows] == ["search", "retrain"]
+    assert all(r["status"] == "TERMINATED" for r in rows)
+    assert rows[1]["test_accuracy"] == summary.test_accuracy
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    parent = client.get_run(summary.mlflow_parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["search.algorithm"] == "autohas"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"config.yaml", "summary.json",
+                                                                          "results.parquet"}
+    children = client.search_runs([summary.mlflow_experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_role = {r.data.tags["raysearch.role"]: r for r in children}
+    assert set(by_role) == {"search", "retrain"}
+    search = by_role["search"]
+    assert search.data.params["experiment.search.epochs"] == "2"
+    assert len(client.get_metric_history(search.info.run_id, "derived_val_acc")) == 2
+    assert {"arch_entropy", "lr_factor", "weight_decay", "train_loss"} <= set(search.data.metrics)
+    assert {a.path for a in client.list_artifacts(search.info.run_id)} == {
+        "config.yaml", "genotype.json", "hparams.json", "encodings.png", "lr_schedule.png"}
+    assert len(client.get_metric_history(by_role["retrain"].info.run_id, "test_acc")) == 1
+
+
+def test_unreachable_tracking_uri_does_not_fail_the_run(tmp_path, ray_session):
+    config = tiny_config(retrain={"enabled": False}, tracking={"timeout_s": 1, "retries": 0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = raysearch.run(config, output_dir=tmp_path, tracking_uri=f"http://127.0.0.1:{_closed_port()}")
+    assert any("MLflow tracking" in str(w.message) for w in caught)
+    assert summary.mlflow_parent_run_id is None and summary.test_accuracy is None
+    assert json.loads((tmp_path / "summary.json").read_text())["genotype"] == summary.genotype
+    assert (tmp_path / "results.parquet").exists()
+
+
+class KillOnce(tune.Callback):
+    """SIGKILLs the trial's process once Tune has registered its checkpoint of epoch `at` (once)."""
+
+    def __init__(self, at: int, marker):
+        self.at, self.marker, self.pid, self.epoch = at, str(marker), None, None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.pid, self.epoch = result["pid"], result["training_iteration"]
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if self.epoch == self.at and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, digits):
+    from raysearch.runner import fit
+    from trainables.common import STATE_FILE
+    from trainables.search import search_trainable
+
+    config = tiny_config(search={"epochs": 3}, ray={"max_failures": 1})
+    seen = []
+
+    class Record(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            seen.append(result["epoch"])
+
+    result = fit(search_trainable, {"experiment": config.to_dict()}, "search", tmp_path, config,
+                 [KillOnce(2, tmp_path / "killed"), Record()])
+    assert (tmp_path / "killed").exists() and result.error is None
+    assert seen == [1, 2, 3]  # epoch 3 ran once, after the restart, from the epoch-2 checkpoint
+
+    # Ray gives a 1-CPU trial one intra-op thread; CPU float sums depend on the thread count.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = SearchLoop.from_config(config, digits)
+        for _ in range(3):
+            straight.run_epoch()
+    finally:
+        torch.set_num_threads(threads)
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+    for name, tensor in straight.algorithm.enc.state_dict().items():
+        assert torch.equal(state["algorithm"]["encodings"][name], tensor), name
+
+
+def test_diverging_search_fails_with_its_reason(tmp_path, ray_session):
+    config = tiny_config(training={"lr": 1e30, "grad_clip": None}, ray={"max_failures": 0})
+    with pytest.raises(raysearch.runner.RunFailed, match="diverged"):
+        raysearch.run(config, output_dir=tmp_path)
+    row = pq.read_table(tmp_path / "results.parquet").to_pylist()[0]
+    assert row["status"] == "ERROR" and "diverged" in row["error"]
+
+
+def _cli(*args, cwd):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "raysearch.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def test_cli_run_end_to_end(tmp_path):
+    import yaml
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    proc = _cli("run", "tiny.yaml", "--set", "search.epochs=1", "--output-dir", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[search 1/1]" in proc.stdout and "[retrain 1/1]" in proc.stdout
+    assert "test accuracy (retrained)" in proc.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["experiment"] == "tiny" and len(summary["hparams"]["lr"]) == 1078 // 64
+
+
+def test_cli_rejects_missing_data_before_starting_ray(tmp_path):
+    proc = _cli("run", str(raysearch.config.Path(__file__).parents[1] / "configs" / "autohas_nb201_digits.yaml"),
+                "--set", "data.dataset=cifar10", "--set", f"data.root={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 2 and "cifar-10-batches-py" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
