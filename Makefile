@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -19,11 +18,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/raysearch run configs/autohas_nb201_digits.yaml
 
+# pytest's exit 5 ("no tests collected") is a failure too.
 test: $(STAMP)
-	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 test-all: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/autohas_cost.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -6,6 +6,7 @@ import torch
 
 from raysearch.algorithms.autohas import AutoHAS, AutoHASConfig
 from raysearch.config import TrainingConfig
+from raysearch.memory import saved_tensor_bytes
 from raysearch.search import SearchLoop
 from tests.conftest import tiny_config
 from tests.toys import ToySpace, quadratic_batch
@@ -70,18 +71,7 @@ def _saved_bytes(n_basis: int, digits) -> int:
                                                          "wd_multipliers": [1.0 + i for i in range(n_basis)]})
     loop = SearchLoop.from_config(config, digits)
     batch = next(loop.train), next(loop.val)
-    seen, total = set(), [0]
-
-    def pack(t):
-        key = (t.untyped_storage().data_ptr(), t.dtype, tuple(t.shape))
-        if key not in seen:
-            seen.add(key)
-            total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loop.algorithm.step(*batch)
-    return total[0]
+    return saved_tensor_bytes(lambda: loop.algorithm.step(*batch))
 
 
 def test_memory_does_not_grow_with_the_number_of_basis_values(digits):
