@@ -38,8 +38,7 @@ def _loop(channels: int, n_basis: int | None = None):
     if n_basis is not None and MULTIPLIERS[n_basis] is not None:
         overrides += [f"search.lr_multipliers={MULTIPLIERS[n_basis]}", f"search.wd_multipliers={MULTIPLIERS[n_basis]}"]
     config = load_config(CONFIG, overrides)
-    d = config.data
-    splits = load_splits(d.dataset, d.root, d.val_fraction, d.test_fraction, d.split_seed)
+    splits = load_splits(config.data)
     return config, splits, SearchLoop.from_config(config, splits)
 
 

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a trial failed, 2 bad input (config, flag, data path).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from raysearch.config import ConfigError, load_config
@@ -44,11 +45,16 @@ def main(argv=None) -> int:
 
     from raysearch.runner import RunFailed, run
 
+    # SIGTERM unwinds like Ctrl-C, so the run's `finally` ends MLflow runs and stops the Ray it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         summary = run(config, args.output_dir, args.tracking_uri, args.address)
     except RunFailed as err:
         print(f"raysearch: {err}", file=sys.stderr)
         return 1
+    except ConnectionError as err:  # ray.init could not reach --address / ray.address
+        print(f"raysearch: error: cannot connect to the Ray cluster: {err}", file=sys.stderr)
+        return 2
     print("\n" + summary.table())
     return 0
 

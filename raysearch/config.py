@@ -31,7 +31,7 @@ def spec(default, *, ge=None, gt=None, le=None, lt=None, choices=None):
 class DataConfig:
     dataset: str = spec("digits", choices="datasets")  # name in raysearch.data.DATASETS
     root: str | None = None  # local directory with the dataset's files (digits needs none)
-    val_fraction: float = spec(0.25, gt=0.0, lt=1.0)  # share of the search pool kept as search-val
+    val_fraction: float = spec(0.1, gt=0.0, lt=1.0)  # share of the search pool kept as search-val (CIFAR: 45k/5k)
     test_fraction: float = spec(0.2, gt=0.0, lt=1.0)  # share carved off as test when the dataset has no test set
     split_seed: int = spec(0, ge=0)  # seed of the fixed split (kept apart from the search seed)
 
@@ -39,7 +39,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class SpaceConfig:
     name: str = spec("nb201", choices="spaces")  # name in raysearch.spaces.SPACES
-    channels: int = spec(8, ge=1)  # width C of the first stage
+    channels: int = spec(16, ge=1)  # width C of the first stage (NB201: 16)
     cells_per_stage: int = spec(5, ge=1)  # cells N per stage
     stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)
 
@@ -69,6 +69,7 @@ class RayConfig:
     cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial
     gpus_per_trial: float = spec(0.0, ge=0.0)  # GPUs reserved by each trial (the device follows)
     max_failures: int = spec(2, ge=0)  # restarts of a failed trial from its last checkpoint
+    storage_path: str | None = None  # Tune storage shared by all nodes (NFS path or s3://...); null = <run dir>/ray
 
 
 @dataclass(frozen=True)

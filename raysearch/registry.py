@@ -20,13 +20,3 @@ class Registry(dict):
     def __missing__(self, name):
         raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self))}")
 
-    def register(self, name: str):
-        """Decorator form: `@REGISTRY.register("name")`."""
-
-        def add(factory):
-            if name in self:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self[name] = factory
-            return factory
-
-        return add

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from raysearch.callbacks import MlflowCallback, ProgressCallback
 from raysearch.config import ExperimentConfig
+from raysearch.data import check_available
 from raysearch.results import Summary, plot_encodings, plot_lr, write_results, write_summary
 from raysearch.tracking import Tracker, default_uri, flatten
 
@@ -47,7 +48,11 @@ def start_ray(config: ExperimentConfig, address: str | None) -> bool:
 
 
 def fit(trainable, param_space: dict, name: str, run_dir: Path, config: ExperimentConfig, callbacks):
-    """Run one trial of `trainable` under Tune and return its Result."""
+    """Run one trial of `trainable` under Tune and return its Result.
+
+    Tune keeps results and checkpoints under `ray.storage_path` (which must be
+    shared by all nodes of a multi-node cluster), else inside the run directory.
+    """
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our ProgressCallback prints; Tune's tables would bury it
     from ray import tune
 
@@ -57,7 +62,7 @@ def fit(trainable, param_space: dict, name: str, run_dir: Path, config: Experime
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=1),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(run_dir / "ray"), callbacks=callbacks, verbose=0,
+            name=name, storage_path=config.ray.storage_path or str(run_dir / "ray"), callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
         ),
     )
@@ -87,10 +92,13 @@ def _write_json(path: Path, content) -> Path:
 def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = None,
         address: str | None = None) -> Summary:
     """Search, retrain and evaluate `config`; every result lands in the run directory and MLflow."""
+    from ray import tune
+
+    from trainables.common import read_json
     from trainables.search import DERIVED_FILE, search_trainable
     from trainables.train import train_trainable
-    from trainables.common import read_json
 
+    check_available(config.data.dataset, config.data.root)  # before any resource is taken
     run_dir = make_run_dir(config, output_dir)
     artifacts = run_dir / "artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -105,9 +113,9 @@ def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = No
     print(f"raysearch: run directory {run_dir}\nraysearch: MLflow {uri}"
           + ("" if tracker.enabled else " (unavailable: tracking off)"), flush=True)
 
-    started = start_ray(config, address)
-    rows, status = [], "FAILED"
+    rows, status, started = [], "FAILED", False
     try:
+        started = start_ray(config, address)
         # 1. search
         search_space = {"experiment": config.to_dict()}
         search_mlflow = MlflowCallback(tracker, "search")
@@ -134,11 +142,11 @@ def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = No
         # 2. retraining of the derived configuration on search-train + search-val, then test
         test_acc = retrain_seconds = None
         if config.retrain.enabled:
-            train_space = {"experiment": config.to_dict(), "genotype": genotype, "lr": hparams["lr"],
-                           "weight_decay": hparams["weight_decay"], "epochs": config.retrain_epochs,
-                           "train_on": "train+val"}
+            train_space = {"experiment": config.to_dict(), "genotype": genotype, "lr": "replayed per step",
+                           "weight_decay": hparams["weight_decay"], "epochs": config.retrain_epochs}
             train_mlflow = MlflowCallback(tracker, "retrain")
-            retrain = fit(train_trainable, train_space, "retrain", run_dir, config,
+            retrain = fit(tune.with_parameters(train_trainable, lr_schedule=hparams["lr"]), train_space, "retrain",
+                          run_dir, config,
                           [train_mlflow, ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS)])
             if retrain.error is not None:
                 rows.append(_row(config, "retrain", retrain, train_space, genotype, None, None))

@@ -46,10 +46,6 @@ class SearchLoop:
             for key, value in self.algorithm.step(next(self.train), next(self.val)).items():
                 sums[key] = sums.get(key, 0.0) + value
         metrics = {k: v / self.train.batches_per_pass for k, v in sums.items()}
-        # The last step's derived HPs are the current ones, not an epoch mean.
-        for key in ("derived_lr", "derived_wd"):
-            if key in sums:
-                metrics.pop(key)
         result = self.algorithm.derive()
         metrics.update({k: v for k, v in result.hparams.items() if isinstance(v, float)})
         metrics["derived_val_loss"], metrics["derived_val_acc"] = accuracy(

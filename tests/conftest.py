@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from raysearch.config import from_dict
+from raysearch.config import DataConfig, from_dict
 from raysearch.data import load_splits
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -16,6 +16,7 @@ torch.set_num_threads(2)
 TINY = {
     "name": "tiny",
     "seed": 0,
+    "data": {"dataset": "digits", "val_fraction": 0.25},
     "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1},
     "search": {"algorithm": "autohas", "epochs": 2, "batch_size": 64, "encoding_lr": 0.03},
     "retrain": {"epochs": 1},
@@ -35,7 +36,7 @@ def tiny_config(**sections):
 
 @pytest.fixture(scope="session")
 def digits():
-    return load_splits("digits", None, 0.25, 0.2, 0)
+    return load_splits(DataConfig(val_fraction=0.25))
 
 
 @pytest.fixture

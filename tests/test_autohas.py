@@ -65,6 +65,62 @@ def test_weight_step_is_torch_sgd_and_validation_sees_the_updated_weights(nester
         assert metrics["val_loss"] == pytest.approx(val_loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_encoding_gradients_equal_those_through_explicit_per_basis_weight_copies(nesterov):
+    """The linear W' = W - a u - a b v gives the gradients of W' = sum_ij P_i P_j f_{B_ij}(W)."""
+    from torch.func import functional_call
+
+    from raysearch.relax import gumbel_hard
+
+    options = AutoHASConfig(lr_multipliers=(0.5, 1.0, 2.0), wd_multipliers=(0.5, 1.0, 3.0), encoding_lr=0.1)
+    algo = _toy(options, lr=0.1, weight_decay=0.05, momentum=0.9, nesterov=nesterov)
+    gen = torch.Generator().manual_seed(0)
+    batch = lambda: quadratic_batch(DIM, 2.0, torch.randn(DIM, generator=gen), gen)  # noqa: E731
+    for _ in range(3):  # non-zero momentum, non-uniform encodings
+        algo.step(batch(), batch())
+    w0, buf0 = algo.net.w.detach().clone(), algo.momentum[0].clone()
+    lr_logits = algo.enc["lr"].detach().clone().requires_grad_()
+    wd_logits = algo.enc["wd"].detach().clone().requires_grad_()
+    sampler = torch.Generator()
+    sampler.set_state(algo.generator.get_state())
+    train, val = batch(), batch()
+    algo.step(train, val)
+
+    gumbel_hard(algo.enc["arch"], options.tau, sampler)  # same draws in the same order
+    lr_p, _ = gumbel_hard(lr_logits, options.tau, sampler)
+    wd_p, _ = gumbel_hard(wd_logits, options.tau, sampler)
+    w = w0.clone().requires_grad_()
+    ones = torch.ones(1, 1)
+    g = torch.autograd.grad(torch.nn.functional.cross_entropy(algo.net(train[0], ones) * 0 + functional_call(
+        algo.net, {"w": w}, (train[0], ones)), train[1]), w)[0]
+    m, copies = 0.9, []
+    for i, lr_mult in enumerate(options.lr_multipliers):
+        for j, wd_mult in enumerate(options.wd_multipliers):
+            d_p = g + 0.05 * wd_mult * w0
+            buf = m * buf0 + d_p
+            step = d_p + m * buf if nesterov else buf
+            copies.append(lr_p[i] * wd_p[j] * (w0 - 0.1 * lr_mult * step))  # one weight copy per basis pair
+    updated = torch.stack(copies).sum(0)
+    loss = torch.nn.functional.cross_entropy(functional_call(algo.net, {"w": updated}, (val[0], ones)), val[1])
+    loss.backward()
+    assert torch.allclose(algo.enc["lr"].grad, lr_logits.grad, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(algo.enc["wd"].grad, wd_logits.grad, rtol=1e-4, atol=1e-7)
+    assert lr_logits.grad.abs().sum() > 0 and wd_logits.grad.abs().sum() > 0
+
+
+def test_recorded_lr_is_eq10_at_each_steps_scheduled_lr(digits):
+    from raysearch.training import scheduled_lr
+
+    loop = SearchLoop.from_config(tiny_config(), digits)
+    algo = loop.algorithm
+    factors = []
+    for _ in range(5):
+        algo.step(next(loop.train), next(loop.val))
+        factors.append(algo.derive().hparams["lr_factor"])
+    expected = [scheduled_lr(0.1, t, algo.total_steps, "cosine") * f for t, f in enumerate(factors)]
+    assert algo.derive().hparams["lr"] == pytest.approx(expected)
+
+
 def _saved_bytes(n_basis: int, digits) -> int:
     """Bytes autograd keeps for backward during one AutoHAS step."""
     config = tiny_config(space={"channels": 16}, search={"lr_multipliers": [1.0 + i for i in range(n_basis)],
@@ -127,8 +183,14 @@ def test_divergence_raises_a_clear_error(digits):
 
 
 def test_encodings_change_only_in_the_encoding_step(digits):
-    """Weights come from the SGD step; encodings are Parameters apart from the weights."""
-    algo = SearchLoop.from_config(tiny_config(), digits).algorithm
-    enc_ids = {id(p) for p in algo.enc.parameters()}
-    assert not enc_ids & {id(w) for w in algo.weights}
-    assert set(algo.enc.state_dict()) == {"arch", "lr", "wd"}
+    """With a zero encoding lr the weights still train and the encodings stay put."""
+    loop = SearchLoop.from_config(tiny_config(search={"encoding_lr": 1e-30}), digits)
+    algo = loop.algorithm
+    encodings = {k: v.detach().clone() for k, v in algo.enc.items()}
+    weights = [w.detach().clone() for w in algo.weights]
+    for _ in range(3):
+        algo.step(next(loop.train), next(loop.val))
+    # Adam moves them by ~encoding_lr; anything the weight step leaked would be of order training.lr.
+    assert all((encodings[k] - v).abs().max() < 1e-20 for k, v in algo.enc.items())
+    assert any(not torch.equal(a, b) for a, b in zip(weights, algo.weights))
+    assert all(isinstance(p, torch.nn.Parameter) for p in algo.enc.values())

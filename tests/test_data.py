@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from raysearch.config import DataConfig
 from raysearch.data import BatchStream, DatasetNotFoundError, check_available, load_splits
 
 
 def test_digits_splits_are_disjoint_fixed_and_normalised(digits):
     sizes = [len(s[0]) for s in (digits.train, digits.val, digits.test)]
     assert sum(sizes) == 1797 and sizes[2] == round(1797 * 0.2)
-    again = load_splits("digits", None, 0.25, 0.2, 0)
+    again = load_splits(DataConfig(val_fraction=0.25))
     assert torch.equal(again.test[0], digits.test[0])
     rows = {tuple(x.flatten().tolist()) for split in (digits.train, digits.val, digits.test) for x in split[0]}
     assert len(rows) > 1700  # digits has a handful of duplicate images, splits do not overlap beyond that
@@ -47,7 +48,7 @@ def _write_cifar(root, name, n_train=20, n_test=10):
 @pytest.mark.parametrize("name, classes, n_train", [("cifar10", 10, 100), ("cifar100", 100, 20)])
 def test_cifar_reads_the_on_disk_format(tmp_path, name, classes, n_train):
     _write_cifar(tmp_path, name)
-    splits = load_splits(name, str(tmp_path), 0.1, 0.2, 0)
+    splits = load_splits(DataConfig(dataset=name, root=str(tmp_path)))
     assert splits.shape.num_classes == classes and splits.shape.in_channels == 3
     assert len(splits.test[0]) == 10  # the official test set is used as is
     assert len(splits.train[0]) + len(splits.val[0]) == n_train
@@ -63,4 +64,4 @@ def test_cifar_missing_or_incomplete_directory_says_where_and_how(tmp_path):
     _write_cifar(tmp_path, "cifar10")
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetNotFoundError, match="missing data_batch_3"):
-        load_splits("cifar10", str(tmp_path), 0.1, 0.2, 0)
+        load_splits(DataConfig(dataset="cifar10", root=str(tmp_path)))

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from raysearch.spaces import SPACES, DataShape
+from raysearch.spaces.ops import OPS
 from raysearch.spaces.nb201 import GenotypeError, NB201Genotype
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -46,8 +47,17 @@ def test_malformed_strings_are_rejected(text, fragment):
         NB201Genotype.from_string(text)
 
 
-def _space(stages=1):
-    return SPACES["nb201"](channels=4, cells_per_stage=1, stages=stages, data=DataShape(1, 8, 10))
+@pytest.mark.parametrize("name", list(OPS))
+@pytest.mark.parametrize("c_in, c_out, stride", [(4, 4, 1), (4, 4, 2), (4, 8, 2), (4, 8, 1)])
+def test_every_op_gives_the_output_shape(name, c_in, c_out, stride):
+    out = OPS[name](c_in, c_out, stride, True, True)(torch.randn(2, c_in, 8, 8))
+    assert out.shape == (2, c_out, 8 // stride, 8 // stride)
+    if name == "none":
+        assert not out.any()
+
+
+def _space(stages=1, cells=1):
+    return SPACES["nb201"](channels=4, cells_per_stage=cells, stages=stages, data=DataShape(1, 8, 10))
 
 
 @pytest.mark.parametrize("stages", [1, 3])
@@ -59,23 +69,26 @@ def test_fixed_network_and_supernet_shapes(stages):
     assert space.supernet()(x, weights).shape == (3, 10)
 
 
-def test_hard_sampled_supernet_equals_fixed_path_and_runs_one_op_per_edge():
-    """With a one-hot sample, the supernet computes exactly the sampled op on each edge."""
+def test_hard_sampled_supernet_equals_the_mixture_and_runs_one_op_per_edge():
+    """With a one-hot sample, the supernet computes only the sampled op of each edge, same output."""
     space = _space()
     net = space.supernet()
+    x = torch.randn(2, 1, 8, 8)
+    active = torch.tensor([3, 2, 1, 4, 0, 3])
+    one_hot = torch.nn.functional.one_hot(active, 5).float()
+    assert torch.allclose(net(x, one_hot, active), net(x, one_hot), atol=1e-6)
     calls = []
     for cell in [b for b in net.blocks if hasattr(b, "edges")]:
         for k, edge in enumerate(cell.edges):
             for j, op in enumerate(edge):
                 op.register_forward_hook(lambda m, i, o, key=(k, j): calls.append(key))
-    active = torch.tensor([3, 2, 1, 4, 0, 3])
-    weights = torch.nn.functional.one_hot(active, 5).float().requires_grad_()
-    net(torch.randn(2, 1, 8, 8), weights, active)
+    net(x, one_hot.requires_grad_(), active)
     assert sorted(set(calls)) == sorted((k, int(a)) for k, a in enumerate(active))
 
 
 def test_unsampled_weights_still_get_gradients():
-    space = _space()
+    # Two cells: the last cell's node 3 feeds non-affine BN, which cancels a constant shift.
+    space = _space(cells=2)
     active = torch.tensor([3, 2, 1, 4, 0, 3])
     weights = torch.nn.functional.one_hot(active, 5).float().requires_grad_()
     space.supernet()(torch.randn(2, 1, 8, 8), weights, active).sum().backward()

@@ -49,7 +49,8 @@ def test_unreachable_server_warns_once_and_turns_tracking_off():
         assert tracker.start_child("x", {}) is None
         tracker.log_metrics("run", {"a": 1.0}, step=0)
     assert not tracker.enabled and tracker.parent_run_id is None
-    assert len(caught) == 1 and "cannot connect" in str(caught[0].message)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "cannot connect" in messages[0]
 
 
 def test_silent_server_times_out_within_the_bound():
@@ -62,4 +63,4 @@ def test_silent_server_times_out_within_the_bound():
             warnings.simplefilter("always")
             tracker.start("parent", {})
     assert not tracker.enabled
-    assert "get experiment failed" in str(caught[0].message)
+    assert any("get experiment failed" in str(w.message) for w in caught)

@@ -23,8 +23,7 @@ def search_trainable(config: dict) -> None:
     quiet_ray_logs()
     # 1. the Tune config becomes typed objects once, here at the boundary
     cfg = from_dict(config["experiment"])
-    d = cfg.data
-    splits = load_splits(d.dataset, d.root, d.val_fraction, d.test_fraction, d.split_seed)
+    splits = load_splits(cfg.data)
     loop = SearchLoop.from_config(cfg, splits, pick_device())
     # 2. continue from the last checkpoint after a failure, pause or restore
     restore(loop)

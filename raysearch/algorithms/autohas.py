@@ -97,6 +97,7 @@ class AutoHAS(SearchAlgorithm):
         xv, yv = (t.to(self.device) for t in val_batch)
         tau = self.options.tau
         arch_w, active = gumbel_hard(self.arch, tau, self.generator)
+        active = active.tolist()  # one host copy, shared by both forward passes
         lr_p, lr_i = gumbel_hard(self.lr_logits, tau, self.generator)
         wd_p, wd_i = gumbel_hard(self.wd_logits, tau, self.generator)
         base_lr = scheduled_lr(self.training.lr, self.steps, self.total_steps, self.training.lr_schedule)
@@ -131,33 +132,31 @@ class AutoHAS(SearchAlgorithm):
                 buf.mul_(self.training.momentum).add_(g + wd * w)
                 w.sub_(lr * (ui + wd * vi))
 
+        # Eq. 10 with the encodings just updated, at this step's scheduled lr.
+        lr_factor, derived_wd = self._derived_hparams()
+        self.lr_history.append(base_lr * lr_factor)
         self.steps += 1
-        derived_lr, derived_wd = self._derived_hparams()
-        self.lr_history.append(derived_lr)
         return {
             "train_loss": loss.item(),
             "train_acc": (logits.argmax(1) == y).float().mean().item(),
             "val_loss": val_loss.item(),
             "val_acc": (val_logits.argmax(1) == yv).float().mean().item(),
-            "sampled_lr": lr, "sampled_wd": wd, "derived_lr": derived_lr, "derived_wd": derived_wd,
+            "sampled_lr": lr, "sampled_wd": wd,
             "arch_entropy": entropy(self.arch).item(),
             "lr_entropy": entropy(self.lr_logits).item(),
             "wd_entropy": entropy(self.wd_logits).item(),
         }
 
     # -- derivation -------------------------------------------------------------
+    @torch.no_grad()
     def _derived_hparams(self) -> tuple[float, float]:
-        """Eq. 10 at the current step: softmax-weighted basis values, no noise."""
-        with torch.no_grad():
-            base_lr = scheduled_lr(self.training.lr, self.steps, self.total_steps, self.training.lr_schedule)
-            lr = base_lr * (self.lr_logits.softmax(-1) * self.lr_mult).sum().item()
-            wd = (self.wd_logits.softmax(-1) * self.wd_basis).sum().item()
-        return lr, wd
+        """Eq. 10: (lr as a multiple of the scheduled default, weight decay), softmax-weighted, no noise."""
+        lr_factor = (self.lr_logits.softmax(-1) * self.lr_mult).sum().item()
+        return lr_factor, (self.wd_logits.softmax(-1) * self.wd_basis).sum().item()
 
     def derive(self) -> SearchResult:
         genotype = self.space.genotype(self.arch.argmax(-1).tolist())
-        _, wd = self._derived_hparams()
-        lr_factor = (self.lr_logits.softmax(-1) * self.lr_mult).sum().item()
+        lr_factor, wd = self._derived_hparams()
         return SearchResult(genotype, {"lr": list(self.lr_history), "lr_factor": lr_factor, "weight_decay": wd})
 
     def encodings(self) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from raysearch.config import DataConfig
 from raysearch.data.datasets import DATASETS, RawData
 from raysearch.spaces import DataShape
 
@@ -43,5 +44,6 @@ def split(raw: RawData, val_fraction: float, test_fraction: float, seed: int) ->
     return Splits((norm(train[0]), train[1]), (norm(val[0]), val[1]), (norm(test_x), test_y), raw.shape)
 
 
-def load_splits(dataset: str, root: str | None, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    return split(DATASETS[dataset](root), val_fraction, test_fraction, seed)
+def load_splits(data: DataConfig) -> Splits:
+    """The splits a `data:` config section describes."""
+    return split(DATASETS[data.dataset](data.root), data.val_fraction, data.test_fraction, data.split_seed)

@@ -39,12 +39,12 @@ class NB201Space:
                                    self.data.num_classes, tuple(candidates))
 
     def supernet(self) -> nb201.NB201Network:
-        """All ops on every edge; BN without affine or running stats, as searches use."""
+        """All ops on every edge; non-affine cell BN, and batch statistics only (no running stats)."""
         skeleton = self._skeleton([self.op_names] * len(nb201.EDGES))
-        return nb201.NB201Network(skeleton, affine=False, track=False)
+        return nb201.NB201Network(skeleton, cell_affine=False, track=False)
 
     def network(self, genotype: nb201.NB201Genotype) -> nb201.NB201Network:
-        return nb201.NB201Network(self._skeleton([(op,) for op in genotype.ops]), affine=True, track=True)
+        return nb201.NB201Network(self._skeleton([(op,) for op in genotype.ops]), cell_affine=True, track=True)
 
     def genotype(self, indices) -> nb201.NB201Genotype:
         return nb201.NB201Genotype.from_indices(indices)

@@ -103,14 +103,14 @@ class Cell(nn.Module):
             for names in candidates
         )
 
-    def forward(self, x, weights=None, active=None):
+    def forward(self, x, weights=None, active: list[int] | None = None):
         nodes = [x]
         for node in (1, 2, 3):
             total = 0
             for k, (dst, src) in enumerate(EDGES):
                 if dst == node:
                     w = None if weights is None else weights[k]
-                    a = None if active is None else int(active[k])
+                    a = None if active is None else active[k]
                     total = total + mixed_forward(self.edges[k], nodes[src], w, a)
             nodes.append(total)
         return nodes[3]
@@ -152,30 +152,34 @@ class NB201Network(nn.Module):
     A supernet when every edge holds all candidates (forward takes the [6, 5]
     mixing weights and, for hard sampling, the active op per edge); a fixed
     network when every edge holds one op (forward takes only the input).
+    As in the NB201 search code, only the cells' BN is non-affine in a supernet
+    (`cell_affine=False`); stem, reductions and head keep affine BN.
     """
 
-    def __init__(self, skeleton: NB201Skeleton, affine: bool, track: bool):
+    def __init__(self, skeleton: NB201Skeleton, cell_affine: bool, track: bool):
         super().__init__()
         c = skeleton.channels
         self.stem = nn.Sequential(
             nn.Conv2d(skeleton.in_channels, c, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c, affine=affine, track_running_stats=track),
+            nn.BatchNorm2d(c, track_running_stats=track),
         )
         blocks = []
         for stage in range(skeleton.stages):
             width = c * 2**stage
             if stage:
-                blocks.append(ResidualReduction(width // 2, width, affine, track))
-            blocks += [Cell(width, skeleton.candidates, affine, track) for _ in range(skeleton.cells_per_stage)]
+                blocks.append(ResidualReduction(width // 2, width, True, track))
+            blocks += [Cell(width, skeleton.candidates, cell_affine, track) for _ in range(skeleton.cells_per_stage)]
         self.blocks = nn.ModuleList(blocks)
         width = c * 2 ** (skeleton.stages - 1)
         self.head = nn.Sequential(
-            nn.BatchNorm2d(width, affine=affine, track_running_stats=track), nn.ReLU(inplace=False),
+            nn.BatchNorm2d(width, track_running_stats=track), nn.ReLU(inplace=False),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
         self.classifier = nn.Linear(width, skeleton.num_classes)
 
     def forward(self, x, weights: torch.Tensor | None = None, active=None):
+        if active is not None:  # one device-to-host copy per forward, not one per edge
+            active = active.tolist() if torch.is_tensor(active) else list(active)
         x = self.stem(x)
         for block in self.blocks:
             x = block(x, weights, active) if isinstance(block, Cell) else block(x)
