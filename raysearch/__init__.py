@@ -6,15 +6,15 @@
 
 from raysearch.config import ConfigError, ExperimentConfig, load_config
 
-__all__ = ["ConfigError", "ExperimentConfig", "Summary", "load_config", "run"]
+__all__ = ["ConfigError", "ExperimentConfig", "Summary", "load_config", "resume", "run"]
 
 
 def __getattr__(name):
     # Ray and MLflow load only when a run starts, so `load_config` stays light.
-    if name == "run":
-        from raysearch.runner import run
+    if name in ("run", "resume"):
+        from raysearch import runner
 
-        return run
+        return getattr(runner, name)
     if name == "Summary":
         from raysearch.results import Summary
 

@@ -19,16 +19,23 @@ def numeric_metrics(result: dict) -> dict[str, float]:
 
 
 class MlflowCallback(Callback):
-    """One MLflow child run per trial under the experiment's parent run."""
+    """One MLflow child run per trial under the experiment's parent run.
+
+    Child runs are tagged with the trial id, so a trial restarted after a
+    failure, or resumed by `raysearch resume` in a new driver (where Tune
+    restores a pickled copy of this callback), keeps logging to its own run.
+    """
 
     def __init__(self, tracker: Tracker, role: str):
         self.tracker, self.role = tracker, role
         self.run_ids: dict[str, str | None] = {}  # trial_id -> MLflow run id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        if trial.trial_id not in self.run_ids:  # a restarted trial keeps its run
-            self.run_ids[trial.trial_id] = self.tracker.start_child(
-                f"{self.role}-{trial.trial_id}", flatten(trial.config), {"raysearch.role": self.role})
+        if trial.trial_id in self.run_ids:
+            return
+        tags = {"raysearch.role": self.role, "raysearch.trial_id": trial.trial_id}
+        self.run_ids[trial.trial_id] = self.tracker.find_child(tags) or self.tracker.start_child(
+            f"{self.role}-{trial.trial_id}", flatten(trial.config), tags)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.tracker.log_metrics(self.run_ids.get(trial.trial_id), numeric_metrics(result),

@@ -1,4 +1,4 @@
-"""The `raysearch` command: a thin layer over raysearch.load_config / raysearch.run.
+"""The `raysearch` command: a thin layer over raysearch.load_config / run / resume.
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (config, flag, data path).
 """
@@ -28,35 +28,50 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
     run.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
     with_config(sub.add_parser("validate", help="check a config and its data without running anything"))
+    resume = sub.add_parser("resume", help="continue an interrupted run from its trials' last checkpoints")
+    resume.add_argument("run_dir", help="the run directory printed by `raysearch run`")
+    resume.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
     return parser
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        check_available(config.data.dataset, config.data.root)
-    except (ConfigError, DatasetNotFoundError) as err:
-        print(f"raysearch: error: {err}", file=sys.stderr)
-        return 2
-    if args.command == "validate":
-        print(f"{args.config}: valid ({config.search.algorithm} on {config.space.name} / {config.data.dataset})")
-        return 0
-
-    from raysearch.runner import RunFailed, run
+def _execute(args) -> int:
+    """`run` or `resume`, with failures turned into exit codes and one-line messages."""
+    from raysearch.runner import RunDirError, RunFailed, resume, run
 
     # SIGTERM unwinds like Ctrl-C, so the run's `finally` ends MLflow runs and stops the Ray it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        summary = run(config, args.output_dir, args.tracking_uri, args.address)
+        if args.command == "resume":
+            summary = resume(args.run_dir, args.address)
+        else:
+            summary = run(args.config_obj, args.output_dir, args.tracking_uri, args.address)
     except RunFailed as err:
         print(f"raysearch: {err}", file=sys.stderr)
         return 1
+    except (RunDirError, ConfigError, DatasetNotFoundError) as err:
+        print(f"raysearch: error: {err}", file=sys.stderr)
+        return 2
     except ConnectionError as err:  # ray.init could not reach --address / ray.address
         print(f"raysearch: error: cannot connect to the Ray cluster: {err}", file=sys.stderr)
         return 2
     print("\n" + summary.table())
     return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "resume":
+        try:
+            args.config_obj = load_config(args.config, args.overrides)
+            check_available(args.config_obj.data.dataset, args.config_obj.data.root)
+        except (ConfigError, DatasetNotFoundError) as err:
+            print(f"raysearch: error: {err}", file=sys.stderr)
+            return 2
+    if args.command == "validate":
+        c = args.config_obj
+        print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset})")
+        return 0
+    return _execute(args)
 
 
 if __name__ == "__main__":

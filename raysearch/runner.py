@@ -1,7 +1,9 @@
-"""`raysearch.run`: one experiment = a search trial, then a retraining trial, on Ray Tune.
+"""`raysearch.run` and `raysearch.resume`: a search trial, then a retraining trial, on Ray Tune.
 
 The CLI is a thin layer over this module, so notebooks and scripts get the same
-run directory, MLflow runs and summary.
+run directory, MLflow runs and summary. Both entry points share `_execute`;
+each phase restores its Tune experiment when one is stored for it, so a resumed
+run continues unfinished trials from their checkpoints and skips finished ones.
 """
 
 from __future__ import annotations
@@ -12,24 +14,23 @@ import os
 import time
 from pathlib import Path
 
-from raysearch.callbacks import MlflowCallback, ProgressCallback
-from raysearch.config import ExperimentConfig
+from raysearch.callbacks import MlflowCallback, ProgressCallback, numeric_metrics
+from raysearch.config import ExperimentConfig, load_config
 from raysearch.data import check_available
 from raysearch.results import Summary, plot_encodings, plot_lr, write_results, write_summary
 from raysearch.tracking import Tracker, default_uri, flatten
 
 SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy")
-TRAIN_KEYS = ("train_loss", "train_acc", "val_acc", "test_acc", "lr")
+TRAIN_KEYS = ("train_loss", "train_acc", "test_acc", "lr")
+STATE_FILE = "run.json"  # what `resume` needs beyond config.yaml: the MLflow ids
 
 
 class RunFailed(RuntimeError):
     """A trial of the experiment failed; the message carries the trial's reason."""
 
 
-def make_run_dir(config: ExperimentConfig, output_dir=None) -> Path:
-    run_dir = Path(output_dir) if output_dir else Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir.resolve()
+class RunDirError(ValueError):
+    """The run directory is in use (for `run`) or holds no run (for `resume`)."""
 
 
 def start_ray(config: ExperimentConfig, address: str | None) -> bool:
@@ -48,32 +49,39 @@ def start_ray(config: ExperimentConfig, address: str | None) -> bool:
 
 
 def fit(trainable, param_space: dict, name: str, run_dir: Path, config: ExperimentConfig, callbacks):
-    """Run one trial of `trainable` under Tune and return its Result.
+    """Run one trial of `trainable` under Tune, or continue the one stored under `name`; its Result.
 
     Tune keeps results and checkpoints under `ray.storage_path` (which must be
     shared by all nodes of a multi-node cluster), else inside the run directory.
     """
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our ProgressCallback prints; Tune's tables would bury it
+    # Keeping 2 checkpoints makes Tune snapshot its experiment state at least every 2 epochs, so a
+    # killed driver loses at most one epoch on `resume`; frequent snapshots are intended here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
-    resources = {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial}
+    storage = f"{config.ray.storage_path.rstrip('/')}/{run_dir.name}" if config.ray.storage_path else str(run_dir / "ray")
+    trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
+    path = f"{storage}/{name}"
+    if tune.Tuner.can_restore(path):
+        # Callbacks come back from Tune's stored state; finished trials are not run again.
+        return tune.Tuner.restore(path, trainable, resume_errored=True).fit()[0]
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
+        trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(num_samples=1),
         run_config=tune.RunConfig(
-            name=name, storage_path=config.ray.storage_path or str(run_dir / "ray"), callbacks=callbacks, verbose=0,
+            name=name, storage_path=storage, callbacks=callbacks, verbose=0,
             failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
     return tuner.fit()[0]
 
 
-def _row(config: ExperimentConfig, role: str, result, param_space: dict, genotype: str | None,
-         val: float | None, test: float | None) -> dict:
+def _row(config: ExperimentConfig, role: str, result, param_space: dict, genotype: str | None = None,
+         val: float | None = None, test: float | None = None) -> dict:
     metrics = result.metrics or {}
-    from raysearch.callbacks import numeric_metrics
-
     return {
         "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id"),
         "status": "ERROR" if result.error else "TERMINATED",
@@ -89,83 +97,114 @@ def _write_json(path: Path, content) -> Path:
     return path
 
 
+def _tracker(config: ExperimentConfig, run_dir: Path, uri: str | None) -> Tracker:
+    uri = uri or config.tracking.uri or default_uri(run_dir)
+    local = uri == default_uri(run_dir)
+    return Tracker(uri, config.tracking.experiment or config.name, config.tracking.timeout_s, config.tracking.retries,
+                   artifact_location=(run_dir / "mlartifacts").as_uri() if local else None)
+
+
 def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = None,
         address: str | None = None) -> Summary:
     """Search, retrain and evaluate `config`; every result lands in the run directory and MLflow."""
-    from ray import tune
+    check_available(config.data.dataset, config.data.root)  # before any resource is taken
+    run_dir = Path(output_dir or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    if (run_dir / STATE_FILE).exists():
+        raise RunDirError(f"{run_dir} already holds a run: continue it with `raysearch resume {run_dir}` "
+                          "or choose another --output-dir")
+    (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    tracker = _tracker(config, run_dir, tracking_uri).start(run_dir.name, flatten(config.to_dict()))
+    tracker.log_artifacts(tracker.parent_run_id, [run_dir / "config.yaml"])
+    _write_json(run_dir / STATE_FILE, {"tracking_uri": tracker.uri, "mlflow_experiment_id": tracker.experiment_id,
+                                       "mlflow_parent_run_id": tracker.parent_run_id})
+    return _execute(config, run_dir, tracker, address)
 
+
+def resume(run_dir, address: str | None = None) -> Summary:
+    """Continue an interrupted run: unfinished trials resume from their last checkpoints."""
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / STATE_FILE).exists():
+        raise RunDirError(f"{run_dir} holds no raysearch run (no {STATE_FILE}); start one with `raysearch run`")
+    config = load_config(run_dir / "config.yaml")
+    check_available(config.data.dataset, config.data.root)
+    state = json.loads((run_dir / STATE_FILE).read_text())
+    tracker = _tracker(config, run_dir, state["tracking_uri"])
+    tracker.reopen(state["mlflow_experiment_id"], state["mlflow_parent_run_id"])
+    return _execute(config, run_dir, tracker, address)
+
+
+def _search(config: ExperimentConfig, run_dir: Path, tracker: Tracker, rows: list):
+    """Phase 1: the search trial; returns its Result and the derived configuration."""
     from trainables.common import read_json
     from trainables.search import DERIVED_FILE, search_trainable
+
+    space = {"experiment": config.to_dict()}
+    result = fit(search_trainable, space, "search", run_dir, config, [
+        MlflowCallback(tracker, "search"), ProgressCallback("search", config.search.epochs, SEARCH_KEYS, "genotype")])
+    if result.error is not None or result.checkpoint is None:
+        rows.append(_row(config, "search", result, space))
+        raise RunFailed(f"search trial failed: {rows[-1]['error']}")
+    derived = read_json(result.checkpoint, DERIVED_FILE)
+    rows.append(_row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"]))
+    return result, derived
+
+
+def _retrain(config: ExperimentConfig, run_dir: Path, tracker: Tracker, rows: list, genotype: str, hparams: dict):
+    """Phase 2: retrain the derived configuration on search-train + search-val; returns its Result."""
+    from ray import tune
+
     from trainables.train import train_trainable
 
-    check_available(config.data.dataset, config.data.root)  # before any resource is taken
-    run_dir = make_run_dir(config, output_dir)
-    artifacts = run_dir / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    config_file = run_dir / "config.yaml"
-    config_file.write_text(config.to_yaml())
-    uri = tracking_uri or config.tracking.uri or default_uri(run_dir)
-    tracker = Tracker(uri, config.tracking.experiment or config.name, config.tracking.timeout_s,
-                      config.tracking.retries, artifact_location=(run_dir / "mlartifacts").as_uri()
-                      if uri == default_uri(run_dir) else None)
-    tracker.start(run_dir.name, flatten(config.to_dict()))
-    tracker.log_artifacts(tracker.parent_run_id, [config_file])
-    print(f"raysearch: run directory {run_dir}\nraysearch: MLflow {uri}"
-          + ("" if tracker.enabled else " (unavailable: tracking off)"), flush=True)
+    space = {"experiment": config.to_dict(), "genotype": genotype, "lr": "replayed per step",
+             "weight_decay": hparams["weight_decay"], "epochs": config.retrain_epochs}
+    # The per-step lr list goes through Ray's object store, not into every Tune result.
+    trainable = tune.with_parameters(train_trainable, lr_schedule=hparams["lr"])
+    result = fit(trainable, space, "retrain", run_dir, config, [
+        MlflowCallback(tracker, "retrain"), ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS)])
+    if result.error is not None:
+        rows.append(_row(config, "retrain", result, space, genotype))
+        raise RunFailed(f"retraining trial failed: {rows[-1]['error']}")
+    rows.append(_row(config, "retrain", result, space, genotype, test=result.metrics["test_acc"]))
+    return result
 
+
+def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, address: str | None) -> Summary:
+    print(f"raysearch: run directory {run_dir}\nraysearch: MLflow {tracker.uri}"
+          + ("" if tracker.enabled else " (unavailable: tracking off)"), flush=True)
+    artifacts = run_dir / "artifacts"
     rows, status, started = [], "FAILED", False
     try:
         started = start_ray(config, address)
-        # 1. search
-        search_space = {"experiment": config.to_dict()}
-        search_mlflow = MlflowCallback(tracker, "search")
-        search = fit(search_trainable, search_space, "search", run_dir, config,
-                     [search_mlflow, ProgressCallback("search", config.search.epochs, SEARCH_KEYS, "genotype")])
-        if search.error is not None or search.checkpoint is None:
-            rows.append(_row(config, "search", search, search_space, None, None, None))
-            raise RunFailed(f"search trial failed: {rows[-1]['error']}")
-        derived = read_json(search.checkpoint, DERIVED_FILE)
+        search, derived = _search(config, run_dir, tracker, rows)
         genotype, hparams = derived["genotype"], derived["hparams"]
-        val_acc = search.metrics["derived_val_acc"]
-        rows.append(_row(config, "search", search, search_space, genotype, val_acc, None))
-        search_files = [
-            config_file,
+        files = [
+            run_dir / "config.yaml",
             _write_json(artifacts / "genotype.json", {"space": config.space.name, "genotype": genotype}),
             _write_json(artifacts / "hparams.json", hparams),
             plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png"),
         ]
         if isinstance(hparams.get("lr"), list):
-            search_files.append(plot_lr(hparams["lr"], artifacts / "lr_schedule.png"))
-        search_run = next(iter(search_mlflow.run_ids.values()), None)
-        tracker.log_artifacts(search_run, search_files)
+            files.append(plot_lr(hparams["lr"], artifacts / "lr_schedule.png"))
+        tracker.log_artifacts(tracker.find_child({"raysearch.role": "search"}), files)
 
-        # 2. retraining of the derived configuration on search-train + search-val, then test
-        test_acc = retrain_seconds = None
-        if config.retrain.enabled:
-            train_space = {"experiment": config.to_dict(), "genotype": genotype, "lr": "replayed per step",
-                           "weight_decay": hparams["weight_decay"], "epochs": config.retrain_epochs}
-            train_mlflow = MlflowCallback(tracker, "retrain")
-            retrain = fit(tune.with_parameters(train_trainable, lr_schedule=hparams["lr"]), train_space, "retrain",
-                          run_dir, config,
-                          [train_mlflow, ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS)])
-            if retrain.error is not None:
-                rows.append(_row(config, "retrain", retrain, train_space, genotype, None, None))
-                raise RunFailed(f"retraining trial failed: {rows[-1]['error']}")
-            test_acc, retrain_seconds = retrain.metrics["test_acc"], retrain.metrics["time_total_s"]
-            rows.append(_row(config, "retrain", retrain, train_space, genotype, None, test_acc))
-            tracker.log_artifacts(next(iter(train_mlflow.run_ids.values()), None), search_files[:3])
+        retrain = _retrain(config, run_dir, tracker, rows, genotype, hparams) if config.retrain.enabled else None
+        if retrain is not None:
+            tracker.log_artifacts(tracker.find_child({"raysearch.role": "retrain"}), files[:3])
 
         summary = Summary(
             experiment=config.name, algorithm=config.search.algorithm, space=config.space.name,
             dataset=config.data.dataset, genotype=genotype, hparams=hparams,
-            search_seconds=search.metrics["time_total_s"], retrain_seconds=retrain_seconds,
-            val_accuracy=val_acc, test_accuracy=test_acc, mlflow_experiment_id=tracker.experiment_id,
-            mlflow_parent_run_id=tracker.parent_run_id, run_dir=str(run_dir), extra={"tracking_uri": uri},
+            search_seconds=search.metrics["time_total_s"],
+            retrain_seconds=retrain.metrics["time_total_s"] if retrain else None,
+            val_accuracy=search.metrics["derived_val_acc"],
+            test_accuracy=retrain.metrics["test_acc"] if retrain else None,
+            mlflow_experiment_id=tracker.experiment_id, mlflow_parent_run_id=tracker.parent_run_id,
+            run_dir=str(run_dir), extra={"tracking_uri": tracker.uri},
         )
-        summary_file = write_summary(summary, run_dir)
         tracker.log_metrics(tracker.parent_run_id, {k: v for k, v in (
-            ("val_accuracy", val_acc), ("test_accuracy", test_acc)) if v is not None}, step=0)
-        tracker.log_artifacts(tracker.parent_run_id, [summary_file])
+            ("val_accuracy", summary.val_accuracy), ("test_accuracy", summary.test_accuracy)) if v is not None}, 0)
+        tracker.log_artifacts(tracker.parent_run_id, [write_summary(summary, run_dir)])
         status = "FINISHED"
         return summary
     finally:

@@ -110,6 +110,26 @@ class Tracker:
             self.log_params(self.parent_run_id, params)
         return self
 
+    def reopen(self, experiment_id: str | None, parent_run_id: str | None) -> "Tracker":
+        """Continue an earlier run's parent run (for `raysearch resume`)."""
+        problem = _reachable(self.uri, self.timeout_s)
+        if problem:
+            self.disable(problem)
+            return self
+        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
+        if parent_run_id is not None:
+            self._call("reopen parent run", self.client.update_run, parent_run_id, status="RUNNING")
+        return self
+
+    def find_child(self, tags: dict[str, str]) -> str | None:
+        """The id of the parent's child run carrying all `tags`, if there is one."""
+        if not self.enabled or self.parent_run_id is None:
+            return None
+        query = " and ".join([f"tags.mlflow.parentRunId = '{self.parent_run_id}'"]
+                             + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+        runs = self._call("search runs", self.client.search_runs, [self.experiment_id], query, max_results=1)
+        return runs[0].info.run_id if runs else None
+
     def start_child(self, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None) -> str | None:
         if not self.enabled or self.parent_run_id is None:
             return None

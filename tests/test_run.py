@@ -142,3 +142,55 @@ def test_cli_rejects_missing_data_before_starting_ray(tmp_path):
                 "--set", "data.dataset=cifar10", "--set", f"data.root={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 2 and "cifar-10-batches-py" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def _kill_tree(pids):
+    import psutil  # vendored by Ray, importable once ray is imported
+
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    """kill -9 of `raysearch run` mid-search; `raysearch resume` continues from the last checkpoint."""
+    import psutil
+    import yaml
+
+    config = {**TINY, "search": {**TINY["search"], "epochs": 30}, "retrain": {"epochs": 1}}
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "run", "slow.yaml", "--output-dir", "out"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              stdin=subprocess.DEVNULL)
+    started = []
+    try:
+        for line in driver.stdout:
+            if line.startswith("[search 3/30]"):
+                started = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
+                driver.kill()
+                break
+    finally:
+        driver.kill()
+        driver.wait(timeout=60)
+        _kill_tree(started)  # Ray's processes outlive a killed driver
+    run_dir = tmp_path / "out"
+    assert not (run_dir / "summary.json").exists()
+    parent = json.loads((run_dir / "run.json").read_text())["mlflow_parent_run_id"]
+
+    proc = _cli("resume", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = next(line for line in proc.stdout.splitlines() if line.startswith("[search "))
+    assert not first.startswith("[search 1/30]"), first  # continued, not restarted
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["mlflow_parent_run_id"] == parent and len(summary["hparams"]["lr"]) == 30 * (1078 // 64)
+
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    children = client.search_runs([summary["mlflow_experiment_id"]], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.tags["raysearch.role"] for r in children) == ["retrain", "search"]
+    assert client.get_run(parent).info.status == "FINISHED"
+
+    again = _cli("run", "slow.yaml", "--output-dir", "out", cwd=tmp_path)
+    assert again.returncode == 2 and "raysearch resume" in again.stderr
