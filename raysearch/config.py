@@ -19,9 +19,10 @@ class ConfigError(ValueError):
     """An invalid configuration; the message starts with the dotted field name."""
 
 
-def spec(default, *, ge=None, gt=None, le=None, lt=None, choices=None):
-    """A dataclass field with its accepted range or choices, checked at load time."""
-    checks = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices).items() if v is not None}
+def spec(default, *, ge=None, gt=None, le=None, lt=None, choices=None, length=None):
+    """A dataclass field with its accepted range, choices or list length, checked at load time."""
+    checks = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, length=length).items()
+              if v is not None}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults (configs are frozen)")
     return field(default=default, metadata=checks)
@@ -181,6 +182,8 @@ def _check(value, checks: dict, path: str):
         choices = _registry_names(choices)
     if choices is not None and value not in choices:
         raise ConfigError(f"{path}: {value!r} is not one of: {', '.join(map(str, choices))}")
+    if "length" in checks and len(value) != checks["length"]:
+        raise ConfigError(f"{path}: expected {checks['length']} values, got {len(value)}")
     items = value if isinstance(value, tuple) else (value,)
     for v in items:
         for op, bound, ok in (("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),

@@ -50,6 +50,7 @@ BAD = [
     (["search.lr_multipliers=[]"], "search.lr_multipliers", "non-empty list"),
     (["search.lr_multipliers=[1, -2]"], "search.lr_multipliers", "> 0.0"),
     (["search.encoding_betas=[0.5, 1.5]"], "search.encoding_betas", "< 1.0"),
+    (["search.encoding_betas=[0.5]"], "search.encoding_betas", "expected 2 values"),
     (["search.colour=red"], "search.colour", "encoding_lr"),
     (["spaces.name=nb201"], "spaces", "accepted: name, seed, data"),
     (["space=3"], "space", "mapping"),

@@ -44,7 +44,7 @@ MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 class AutoHASConfig:
     tau: float = spec(10.0, gt=0.0)  # Gumbel softmax temperature (the forward is hard: it scales gradients)
     encoding_lr: float = spec(0.002, gt=0.0)  # Adam lr of all encodings
-    encoding_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0)  # Adam betas of the encodings
+    encoding_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     lr_multipliers: tuple[float, ...] = spec(MULTIPLIERS, gt=0.0)  # lr basis = scheduled default lr x these
     wd_multipliers: tuple[float, ...] = spec(MULTIPLIERS, ge=0.0)  # wd basis = default wd x these
 
@@ -52,8 +52,6 @@ class AutoHASConfig:
 class AutoHAS(SearchAlgorithm):
     def __init__(self, space, options: AutoHASConfig, training: TrainingConfig, total_steps: int,
                  seed: int, device=torch.device("cpu")):
-        if len(options.encoding_betas) != 2:
-            raise ValueError(f"encoding_betas needs 2 values, got {options.encoding_betas}")
         self.space, self.options, self.training = space, options, training
         self.total_steps, self.device = total_steps, torch.device(device)
         with torch.random.fork_rng(devices=[]):
@@ -81,10 +79,10 @@ class AutoHAS(SearchAlgorithm):
     # -- the step -------------------------------------------------------------
     def _sgd_parts(self, grads):
         """(u, v) with the SGD step equal to lr * (u + wd * v), for the current momentum."""
-        m, t = self.training.momentum, self.training
+        m = self.training.momentum
         u, v = [], []
         for w, g, buf in zip(self.weights, grads, self.momentum):
-            if t.nesterov:  # step = (1+m)(g + wd w) + m^2 buf
+            if self.training.nesterov:  # step = (1+m)(g + wd w) + m^2 buf
                 u.append((1 + m) * g + m * m * buf)
                 v.append((1 + m) * w.detach())
             else:  # step = m buf + g + wd w
@@ -95,11 +93,12 @@ class AutoHAS(SearchAlgorithm):
     def step(self, train_batch, val_batch) -> dict[str, float]:
         x, y = (t.to(self.device) for t in train_batch)
         xv, yv = (t.to(self.device) for t in val_batch)
+        # (1) one sample of every encoding, shared by all cells and both halves of the step
         tau = self.options.tau
         arch_w, active = gumbel_hard(self.arch, tau, self.generator)
         active = active.tolist()  # one host copy, shared by both forward passes
-        lr_p, lr_i = gumbel_hard(self.lr_logits, tau, self.generator)
-        wd_p, wd_i = gumbel_hard(self.wd_logits, tau, self.generator)
+        lr_p, _ = gumbel_hard(self.lr_logits, tau, self.generator)
+        wd_p, _ = gumbel_hard(self.wd_logits, tau, self.generator)
         base_lr = scheduled_lr(self.training.lr, self.steps, self.total_steps, self.training.lr_schedule)
 
         # (2) training gradient of the sampled architecture
@@ -133,7 +132,7 @@ class AutoHAS(SearchAlgorithm):
                 w.sub_(lr * (ui + wd * vi))
 
         # Eq. 10 with the encodings just updated, at this step's scheduled lr.
-        lr_factor, derived_wd = self._derived_hparams()
+        lr_factor, _ = self._derived_hparams()
         self.lr_history.append(base_lr * lr_factor)
         self.steps += 1
         return {
