@@ -4,7 +4,8 @@
 
 Prints:
 1. search time / time to train the derived network for the same steps on the same batches
-   (AutoHAS reports 1.1x-1.9x);
+   (AutoHAS reports 1.1x-1.9x), and / time of plain SGD steps on the same sampled supernet
+   paths (isolates AutoHAS's own overhead: a validation pass through W' per step);
 2. memory of one AutoHAS step with 3, 9 and 27 basis values per HP: bytes autograd saves for
    backward (what a per-basis weight copy would grow), and the process's peak RSS
    (each count in a fresh process).
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from raysearch.config import load_config  # noqa: E402
 from raysearch.data import load_splits  # noqa: E402
 from raysearch.memory import saved_tensor_bytes  # noqa: E402
+from raysearch.relax import gumbel_hard  # noqa: E402
 from raysearch.search import SearchLoop, build_space  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "autohas_nb201_digits.yaml"
@@ -42,31 +44,42 @@ def _loop(channels: int, n_basis: int | None = None):
     return config, splits, SearchLoop.from_config(config, splits)
 
 
-def time_ratio(steps: int, channels: int) -> tuple[float, float]:
+def _timed(step, batches) -> float:
+    for batch in batches[:5]:  # warm-up
+        step(*batch)
+    start = time.perf_counter()
+    for batch in batches:
+        step(*batch)
+    return time.perf_counter() - start
+
+
+def time_ratio(steps: int, channels: int) -> tuple[float, float, float]:
     config, splits, loop = _loop(channels)
     batches = [(next(loop.train), next(loop.val)) for _ in range(steps)]
-    for train, val in batches[:5]:  # warm-up
-        loop.algorithm.step(train, val)
-    start = time.perf_counter()
-    for train, val in batches:
-        loop.algorithm.step(train, val)
-    search = time.perf_counter() - start
+    algo = loop.algorithm
+    search = _timed(algo.step, batches)
 
-    genotype = loop.algorithm.derive().genotype
-    net = build_space(config, splits).network(genotype)
+    # Plain SGD on the supernet along paths sampled from the final encodings.
+    sgd = torch.optim.SGD(algo.net.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+
+    def path_step(train, _val):
+        weights, active = gumbel_hard(algo.enc["arch"].detach(), 10.0, gen)
+        sgd.zero_grad()
+        F.cross_entropy(algo.net(train[0], weights, active), train[1]).backward()
+        sgd.step()
+
+    paths = _timed(path_step, batches)
+
+    net = build_space(config, splits).network(algo.derive().genotype)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
-    def train_step(x, y):
+    def train_step(train, _val):
         opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
+        F.cross_entropy(net(train[0]), train[1]).backward()
         opt.step()
 
-    for (x, y), _ in batches[:5]:
-        train_step(x, y)
-    start = time.perf_counter()
-    for (x, y), _ in batches:
-        train_step(x, y)
-    return search, time.perf_counter() - start
+    return search, _timed(train_step, batches), paths
 
 
 def memory_child(n_basis: int, channels: int) -> None:
@@ -90,10 +103,10 @@ def main() -> None:
         memory_child(args.memory_child, args.channels)
         return
 
-    search, train = time_ratio(args.steps, args.channels)
-    print(f"search vs training the derived network, {args.steps} steps, C={args.channels}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"  search {search:.2f}s  train {train:.2f}s  ratio {search / train:.2f}x")
+    search, train, paths = time_ratio(args.steps, args.channels)
+    print(f"AutoHAS search time, {args.steps} steps, C={args.channels}, {torch.get_num_threads()} threads")
+    print(f"  search {search:.2f}s  derived network {train:.2f}s  ratio {search / train:.2f}x")
+    print(f"  search {search:.2f}s  plain SGD on sampled paths {paths:.2f}s  ratio {search / paths:.2f}x")
     print("memory of an AutoHAS step vs basis values per HP (lr and wd)")
     print(f"  {'basis':>5}  {'saved for backward':>18}  {'vs 3':>6}  {'weights':>8}  {'peak RSS':>9}")
     base = None
