@@ -34,9 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _execute(args) -> int:
+def _run_or_resume(args) -> int:
     """`run` or `resume`, with failures turned into exit codes and one-line messages."""
-    from raysearch.runner import RunDirError, RunFailed, resume, run
+    from raysearch.runner import RunDirError, RunFailed, RunInterrupted, resume, run
 
     # SIGTERM unwinds like Ctrl-C, so the run's `finally` ends MLflow runs and stops the Ray it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -48,6 +48,11 @@ def _execute(args) -> int:
     except RunFailed as err:
         print(f"raysearch: {err}", file=sys.stderr)
         return 1
+    except (RunInterrupted, KeyboardInterrupt) as err:
+        where = args.run_dir if args.command == "resume" else "RUN_DIR (printed above)"
+        print(f"raysearch: interrupted{': ' + str(err) if str(err) else ''}; continue with "
+              f"`raysearch resume {where}`", file=sys.stderr)
+        return 130
     except (RunDirError, ConfigError, DatasetNotFoundError) as err:
         print(f"raysearch: error: {err}", file=sys.stderr)
         return 2
@@ -71,7 +76,7 @@ def main(argv=None) -> int:
         c = args.config_obj
         print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset})")
         return 0
-    return _execute(args)
+    return _run_or_resume(args)
 
 
 if __name__ == "__main__":

@@ -93,11 +93,16 @@ class Tracker:
             return None
 
     # -- experiment and runs -----------------------------------------------------------
-    def start(self, run_name: str, params: dict[str, str]) -> "Tracker":
-        """Probe the server, create the experiment if needed and open the parent run."""
+    def _probe(self) -> bool:
+        """Whether a remote server accepts connections; tracking is off for the run if not."""
         problem = _reachable(self.uri, self.timeout_s)
         if problem:
             self.disable(problem)
+        return self.enabled
+
+    def start(self, run_name: str, params: dict[str, str]) -> "Tracker":
+        """Probe the server, create the experiment if needed and open the parent run."""
+        if not self._probe():
             return self
         exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
         if self.enabled:
@@ -112,12 +117,10 @@ class Tracker:
 
     def reopen(self, experiment_id: str | None, parent_run_id: str | None) -> "Tracker":
         """Continue an earlier run's parent run (for `raysearch resume`)."""
-        problem = _reachable(self.uri, self.timeout_s)
-        if problem:
-            self.disable(problem)
-            return self
-        self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
-        if parent_run_id is not None:
+        if parent_run_id is None:
+            self.disable("the interrupted run had no MLflow run to continue")
+        elif self._probe():
+            self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
             self._call("reopen parent run", self.client.update_run, parent_run_id, status="RUNNING")
         return self
 
@@ -170,3 +173,11 @@ class Tracker:
     def end(self, run_id: str | None, status: str = "FINISHED") -> None:
         if run_id is not None:
             self._call("end run", self.client.set_terminated, run_id, status)
+
+    def end_open_children(self, status: str) -> None:
+        """End child runs still RUNNING (their trial was interrupted) with `status`."""
+        if not self.enabled or self.parent_run_id is None:
+            return
+        query = f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = 'RUNNING'"
+        for run in self._call("search runs", self.client.search_runs, [self.experiment_id], query) or []:
+            self.end(run.info.run_id, status)

@@ -59,7 +59,7 @@ def test_unreachable_tracking_uri_does_not_fail_the_run(tmp_path, ray_session):
         warnings.simplefilter("always")
         summary = raysearch.run(config, output_dir=tmp_path, tracking_uri=f"http://127.0.0.1:{_closed_port()}")
     assert any("MLflow tracking" in str(w.message) for w in caught)
-    assert summary.mlflow_parent_run_id is None and summary.test_accuracy is None
+    assert summary.mlflow_parent_run_id is None
     assert json.loads((tmp_path / "summary.json").read_text())["genotype"] == summary.genotype
     assert (tmp_path / "results.parquet").exists()
 
@@ -91,7 +91,7 @@ def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             seen.append(result["epoch"])
 
-    result = fit(search_trainable, {"experiment": config.to_dict()}, "search", tmp_path, config,
+    result = fit(search_trainable, {"experiment": config.to_dict()}, "search", str(tmp_path), config,
                  [KillOnce(2, tmp_path / "killed"), Record()])
     assert (tmp_path / "killed").exists() and result.error is None
     assert seen == [1, 2, 3]  # epoch 3 ran once, after the restart, from the epoch-2 checkpoint
@@ -144,53 +144,79 @@ def test_cli_rejects_missing_data_before_starting_ray(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def _kill_tree(pids):
-    import psutil  # vendored by Ray, importable once ray is imported
+def _start_and_stop_at(tmp_path, line_prefix: str, stop):
+    """Start `raysearch run slow.yaml` (30 search epochs) and call `stop(driver)` once it prints `line_prefix`."""
+    import threading
 
-    for pid in pids:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
-
-
-def test_resume_after_the_driver_is_killed(tmp_path):
-    """kill -9 of `raysearch run` mid-search; `raysearch resume` continues from the last checkpoint."""
-    import psutil
     import yaml
 
     config = {**TINY, "search": {**TINY["search"], "epochs": 30}, "retrain": {"epochs": 1}}
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "run", "slow.yaml", "--output-dir", "out"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                              stdin=subprocess.DEVNULL)
-    started = []
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+    watchdog = threading.Timer(300, lambda: os.killpg(driver.pid, signal.SIGKILL))
+    watchdog.start()
     try:
         for line in driver.stdout:
-            if line.startswith("[search 3/30]"):
-                started = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
-                driver.kill()
+            if line.startswith(line_prefix):
+                stop(driver)
                 break
+        driver.wait(timeout=120)
     finally:
-        driver.kill()
-        driver.wait(timeout=60)
-        _kill_tree(started)  # Ray's processes outlive a killed driver
-    run_dir = tmp_path / "out"
-    assert not (run_dir / "summary.json").exists()
-    parent = json.loads((run_dir / "run.json").read_text())["mlflow_parent_run_id"]
+        watchdog.cancel()
+        try:  # Ray's processes can outlive a killed driver; they share its process group
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return driver, driver.stderr.read(), tmp_path / "out"
 
+
+def _resume_and_check(tmp_path, run_dir):
+    parent = json.loads((run_dir / "run.json").read_text())["mlflow_parent_run_id"]
     proc = _cli("resume", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = next(line for line in proc.stdout.splitlines() if line.startswith("[search "))
     assert not first.startswith("[search 1/30]"), first  # continued, not restarted
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["mlflow_parent_run_id"] == parent and len(summary["hparams"]["lr"]) == 30 * (1078 // 64)
-
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
     children = client.search_runs([summary["mlflow_experiment_id"]], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.data.tags["raysearch.role"] for r in children) == ["retrain", "search"]
+    assert all(r.info.status == "FINISHED" for r in children)
     assert client.get_run(parent).info.status == "FINISHED"
+    return proc
 
-    again = _cli("run", "slow.yaml", "--output-dir", "out", cwd=tmp_path)
-    assert again.returncode == 2 and "raysearch resume" in again.stderr
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    """kill -9 of `raysearch run` mid-search; `raysearch resume` continues from the last checkpoint."""
+    driver, _, run_dir = _start_and_stop_at(tmp_path, "[search 3/30]",
+                                            lambda d: os.killpg(d.pid, signal.SIGKILL))
+    assert driver.returncode == -signal.SIGKILL and not (run_dir / "summary.json").exists()
+    _resume_and_check(tmp_path, run_dir)
+
+    again = _cli("resume", "out", cwd=tmp_path)  # a complete run is not run again
+    assert again.returncode == 0 and "nothing to resume" in again.stdout
+    rerun = _cli("run", "slow.yaml", "--output-dir", "out", cwd=tmp_path)
+    assert rerun.returncode == 2 and "raysearch resume" in rerun.stderr
+
+
+def test_ctrl_c_stops_with_exit_130_and_resume_finishes(tmp_path):
+    driver, stderr, run_dir = _start_and_stop_at(tmp_path, "[search 3/30]",
+                                                 lambda d: os.kill(d.pid, signal.SIGINT))
+    assert driver.returncode == 130, stderr[-3000:]
+    assert "raysearch resume" in stderr and not (run_dir / "summary.json").exists()
+    parent = json.loads((run_dir / "run.json").read_text())["mlflow_parent_run_id"]
+    assert MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}").get_run(parent).info.status == "KILLED"
+    _resume_and_check(tmp_path, run_dir)
+
+
+def test_cli_errors_for_unreachable_ray_address_and_missing_run(tmp_path):
+    import yaml
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    proc = _cli("run", "tiny.yaml", "--address", f"127.0.0.1:{_closed_port()}", "--output-dir", "out", cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot connect to the Ray cluster" in proc.stderr, proc.stderr[-2000:]
+    missing = _cli("resume", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert missing.returncode == 2 and "holds no raysearch run" in missing.stderr
