@@ -81,32 +81,27 @@ def write_results(rows: list[dict], run_dir: Path) -> Path:
 def plot_encodings(history: list[dict], labels: dict[str, tuple], path: Path) -> Path:
     """Probabilities of every encoding after each epoch: one panel per row of each encoding.
 
-    `labels` maps an encoding name to (row names or None, choice names).
+    `labels` maps an encoding name to (row names, or None for a vector, and its choice names).
     """
-    panels = []
+    panels = []  # (title, [probabilities per epoch], choice names)
     for name, (rows, choices) in labels.items():
         series = [epoch[name] for epoch in history]
         if rows is None:
-            panels.append((name, [series], choices))
+            panels.append((name, series, choices))
         else:
-            panels.append((name, [[epoch[r] for epoch in series] for r in range(len(rows))], choices, rows))
-    count = sum(len(p[1]) for p in panels)
-    cols = min(4, count)
-    fig, axes = plt.subplots((count + cols - 1) // cols, cols, figsize=(3.2 * cols, 2.4 * ((count + cols - 1) // cols)),
-                             squeeze=False)
-    flat = iter(axes.ravel())
-    for panel in panels:
-        name, row_series, choices = panel[:3]
-        for r, series in enumerate(row_series):
-            ax = next(flat)
-            epochs = range(1, len(series) + 1)
-            for c, choice in enumerate(choices):
-                ax.plot(epochs, [probs[c] for probs in series], label=str(choice))
-            ax.set_title(f"{name} {panel[3][r]}" if len(panel) > 3 else name, fontsize=9)
-            ax.set_ylim(0, 1)
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.legend(fontsize=6)
-    for ax in flat:
+            panels += [(f"{name} {row}", [probs[r] for probs in series], choices) for r, row in enumerate(rows)]
+    cols = min(4, len(panels))
+    nrows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    for ax, (title, series, choices) in zip(axes.ravel(), panels):
+        epochs = range(1, len(series) + 1)
+        for c, choice in enumerate(choices):
+            ax.plot(epochs, [probs[c] for probs in series], label=str(choice))
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
