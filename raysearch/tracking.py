@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -156,8 +157,6 @@ class Tracker:
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int) -> None:
         if run_id is None or not metrics:
             return
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

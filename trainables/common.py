@@ -18,14 +18,12 @@ def quiet_ray_logs() -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
-def restore(loop, checkpoint=None) -> bool:
-    """Load the loop's state from the trial's checkpoint (or the given one); False if none."""
-    checkpoint = checkpoint or tune.get_checkpoint()
-    if checkpoint is None:
-        return False
-    with checkpoint.as_directory() as folder:
-        loop.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False, map_location="cpu"))
-    return True
+def restore(loop) -> None:
+    """Load the loop's state from the trial's last checkpoint, if it has one."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            loop.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False, map_location="cpu"))
 
 
 def report(metrics: dict, state: dict, files: dict[str, object] | None = None) -> None:
