@@ -49,13 +49,16 @@ class MlflowCallback(Callback):
 
 
 class ProgressCallback(Callback):
-    """Prints one line per reported epoch: `[search 3/20] train_loss 0.52 ...`."""
+    """Prints one line per reported epoch: `[search 3/20] train_loss 0.52 ...`; with `per_trial`,
+    `[search 00004 3/20] ...` (the trial's number) for sweeps of many trials."""
 
-    def __init__(self, role: str, total: int, keys: tuple[str, ...], label_key: str | None = None):
-        self.role, self.total, self.keys, self.label_key = role, total, keys, label_key
+    def __init__(self, role: str, total: int, keys: tuple[str, ...], label_key: str | None = None,
+                 per_trial: bool = False):
+        self.role, self.total, self.keys, self.label_key, self.per_trial = role, total, keys, label_key, per_trial
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        parts = [f"[{self.role} {result.get('training_iteration', '?')}/{self.total}]"]
+        who = f"{self.role} {trial.trial_id.rsplit('_', 1)[-1]}" if self.per_trial else self.role
+        parts = [f"[{who} {result.get('epoch', '?')}/{self.total}]"]
         parts += [f"{k} {result[k]:.4g}" for k in self.keys if k in result]
         if self.label_key and self.label_key in result:
             parts.append(str(result[self.label_key]))

@@ -85,8 +85,8 @@ class TrackingConfig:
 class SearchConfig:
     """Common search fields; the algorithm's own options sit beside them in YAML."""
 
-    algorithm: str = spec("autohas", choices="algorithms")  # name in raysearch.algorithms.ALGORITHMS
-    epochs: int = spec(30, ge=1)  # search epochs (passes over search-train)
+    algorithm: str = spec("autohas", choices="algorithms")  # a search in ALGORITHMS or a baseline in BASELINES
+    epochs: int = spec(30, ge=1)  # search epochs (passes over search-train); baselines: epochs per trial
     batch_size: int = spec(64, ge=1)  # mini-batch size for search and retraining
     options: typing.Any = None  # the algorithm's config dataclass, built from the remaining keys
 
@@ -132,9 +132,20 @@ def _registry_names(kind: str):
         from raysearch.data import DATASETS as reg
     elif kind == "spaces":
         from raysearch.spaces import SPACES as reg
-    else:
-        from raysearch.algorithms import ALGORITHMS as reg
+    elif kind == "proxies":
+        from raysearch.proxies import PROXIES as reg
+    else:  # "algorithms": differentiable searches and black-box baselines share `search.algorithm`
+        return sorted(_search_options())
     return sorted(reg)
+
+
+def _search_options() -> dict[str, type]:
+    """search.algorithm name -> the dataclass of its own options."""
+    from raysearch.algorithms import ALGORITHMS
+    from raysearch.baselines import BASELINES
+
+    return {**{name: entry.config_type for name, entry in ALGORITHMS.items()},
+            **{name: entry.config_type for name, entry in BASELINES.items()}}
 
 
 def _describe(tp) -> str:
@@ -216,16 +227,16 @@ def build(cls, data, path: str = ""):
 
 def _build_search(data, path="search") -> SearchConfig:
     """The common search fields, then the chosen algorithm's own options from the rest."""
-    from raysearch.algorithms import ALGORITHMS
-
     data = dict(data or {})
     common = {k: data.pop(k) for k in [f.name for f in dataclasses.fields(SearchConfig)] if k in data}
     if "options" in common:
         raise ConfigError(f"{path}.options: unknown field; put the algorithm's options directly under {path}")
     base = build(SearchConfig, common, path)
-    option_type = ALGORITHMS[base.algorithm].config_type
+    option_type = _search_options()[base.algorithm]
     try:
         options = build(option_type, data, path)
+        if hasattr(options, "check"):  # checks that span the common fields and the options
+            options.check(base)
     except ConfigError as err:
         if "unknown field" in str(err):
             common_names = [f.name for f in dataclasses.fields(SearchConfig) if f.name != "options"]

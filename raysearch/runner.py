@@ -17,23 +17,17 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from raysearch.callbacks import MlflowCallback, ProgressCallback, numeric_metrics
+from raysearch import phases
+from raysearch.algorithms import ALGORITHMS
 from raysearch.config import ExperimentConfig, load_config
 from raysearch.data import check_available
-from raysearch.results import Summary, plot_encodings, plot_lr, write_results, write_summary
+from raysearch.phases import RunFailed, RunInterrupted
+from raysearch.results import Summary, write_results, write_summary
 from raysearch.tracking import Tracker, default_uri, flatten
 
-SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy")
-TRAIN_KEYS = ("train_loss", "train_acc", "test_acc", "lr")
+__all__ = ["RunDirError", "RunFailed", "RunInterrupted", "resume", "run"]
+
 STATE_FILE = "run.json"
-
-
-class RunFailed(RuntimeError):
-    """A trial of the experiment failed; the message carries the trial's reason."""
-
-
-class RunInterrupted(RuntimeError):
-    """The run stopped before its trials finished (Ctrl-C, SIGTERM); `raysearch resume` continues it."""
 
 
 class RunDirError(ValueError):
@@ -66,53 +60,6 @@ def start_ray(config: ExperimentConfig, address: str | None) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
         ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
-
-
-def fit(trainable, param_space: dict, name: str, storage: str, config: ExperimentConfig, callbacks,
-        restore: bool = False):
-    """Run one trial of `trainable` under Tune; with `restore`, continue the one stored under `name`.
-
-    Tune keeps results and checkpoints in `storage`/`name`; a restored experiment
-    skips finished trials, continues unfinished ones from their last checkpoint
-    and uses the callbacks pickled with it.
-    """
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our ProgressCallback prints; Tune's tables would bury it
-    # Keeping 2 checkpoints makes Tune snapshot its experiment state at least every 2 epochs, so a
-    # killed driver loses at most one epoch on `resume`; frequent snapshots are intended here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from ray import tune
-
-    trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
-    path = f"{storage}/{name}"
-    if restore and tune.Tuner.can_restore(path):
-        try:
-            return tune.Tuner.restore(path, trainable, resume_errored=True).fit()[0]
-        except ValueError as err:  # stopped before Tune saved any experiment state
-            print(f"raysearch: {name}: nothing to restore ({err}); starting this phase afresh", flush=True)
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(num_samples=1),
-        run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=callbacks, verbose=0,
-            failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    return tuner.fit()[0]
-
-
-def _row(config: ExperimentConfig, role: str, result, param_space: dict, genotype: str | None = None,
-         val: float | None = None, test: float | None = None) -> dict:
-    metrics = result.metrics or {}
-    return {
-        "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id"),
-        "status": "ERROR" if result.error else "TERMINATED",
-        "error": None if result.error is None else str(result.error).strip().splitlines()[-1][:1000],
-        "epochs": metrics.get("training_iteration"), "seconds": metrics.get("time_total_s"),
-        "genotype": genotype, "val_accuracy": val, "test_accuracy": test,
-        "metrics": json.dumps(numeric_metrics(metrics)), "config": json.dumps(param_space),
-    }
 
 
 def _write_json(path: Path, content) -> Path:
@@ -152,8 +99,11 @@ class RunState:
 
 
 def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = None,
-        address: str | None = None) -> Summary:
-    """Search, retrain and evaluate `config`; every result lands in the run directory and MLflow."""
+        address: str | None = None, callbacks=()) -> Summary:
+    """Search, retrain and evaluate `config`; every result lands in the run directory and MLflow.
+
+    `callbacks` are extra `ray.tune.Callback`s added to every phase's Tune experiment.
+    """
     check_available(config.data.dataset, config.data.root)  # before any resource is taken
     run_dir = Path(output_dir or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     if (run_dir / STATE_FILE).exists():
@@ -166,7 +116,7 @@ def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = No
     state = RunState(uuid.uuid4().hex[:8], tracking_uri or config.tracking.uri, tracker.experiment_id,
                      tracker.parent_run_id)
     _write_json(run_dir / STATE_FILE, asdict(state))
-    return _execute(config, run_dir, tracker, state, address, restore=False)
+    return _execute(config, run_dir, tracker, state, address, restore=False, callbacks=callbacks)
 
 
 def resume(run_dir, address: str | None = None) -> Summary:
@@ -183,88 +133,39 @@ def resume(run_dir, address: str | None = None) -> Summary:
     return _execute(config, run_dir, tracker, state, address, restore=True)
 
 
-def _finished(result, role: str, epochs: int, rows: list, row: dict) -> None:
-    """Raise unless the phase's trial ran all its epochs: a trial error, or an interruption."""
-    if result.error is not None:
-        rows.append(row)
-        raise RunFailed(f"{role} trial failed: {row['error']}")
-    if (result.metrics or {}).get("epoch", 0) < epochs:  # Tune returns normally on Ctrl-C
-        raise RunInterrupted(f"the {role} trial stopped after epoch {(result.metrics or {}).get('epoch', 0)} "
-                             f"of {epochs}")
-
-
-def _search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool):
-    """Phase 1: the search trial; returns its Result and the derived configuration."""
-    from trainables.common import read_json
-    from trainables.search import DERIVED_FILE, search_trainable
-
-    space = {"experiment": config.to_dict()}
-    result = fit(search_trainable, space, "search", storage, config, [
-        MlflowCallback(tracker, "search"), ProgressCallback("search", config.search.epochs, SEARCH_KEYS, "genotype"),
-    ], restore)
-    _finished(result, "search", config.search.epochs, rows, _row(config, "search", result, space))
-    derived = read_json(result.checkpoint, DERIVED_FILE)
-    rows.append(_row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"]))
-    return result, derived
-
-
-def _retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
-             genotype: str, hparams: dict):
-    """Phase 2: retrain the derived configuration on search-train + search-val; returns its Result."""
-    from ray import tune
-
-    from trainables.train import train_trainable
-
-    space = {"experiment": config.to_dict(), "genotype": genotype, "lr": "replayed per step",
-             "weight_decay": hparams["weight_decay"], "epochs": config.retrain_epochs}
-    # The per-step lr list goes through Ray's object store, not into every Tune result.
-    trainable = tune.with_parameters(train_trainable, lr_schedule=hparams["lr"])
-    result = fit(trainable, space, "retrain", storage, config, [
-        MlflowCallback(tracker, "retrain"), ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS),
-    ], restore)
-    _finished(result, "retraining", config.retrain_epochs, rows, _row(config, "retrain", result, space, genotype))
-    rows.append(_row(config, "retrain", result, space, genotype, test=result.metrics["test_acc"]))
-    return result
-
-
-def _child(tracker: Tracker, role: str, result) -> str | None:
-    return tracker.find_child({"raysearch.role": role, "raysearch.trial_id": result.metrics["trial_id"]})
+def _child(tracker: Tracker, role: str, trial_id: str) -> str | None:
+    return tracker.find_child({"raysearch.role": role, "raysearch.trial_id": trial_id})
 
 
 def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: RunState, address: str | None,
-             restore: bool) -> Summary:
+             restore: bool, callbacks=()) -> Summary:
     print(f"raysearch: run directory {run_dir}\nraysearch: MLflow {tracker.uri}"
           + ("" if tracker.enabled else " (unavailable: tracking off)"), flush=True)
-    artifacts, storage = run_dir / "artifacts", state.storage(config, run_dir)
+    artifacts, storage, callbacks = run_dir / "artifacts", state.storage(config, run_dir), list(callbacks)
     rows, status, started = [], "FAILED", False
     try:
         started = start_ray(config, address)
-        search, derived = _search(config, storage, tracker, rows, restore)
-        genotype, hparams = derived["genotype"], derived["hparams"]
-        shared = [  # logged with the search and with the retraining
+        first = phases.search if config.search.algorithm in ALGORITHMS else phases.sweep
+        selected = first(config, storage, tracker, rows, restore, callbacks, artifacts)
+        shared = [  # logged with the selecting trial and with the retraining
             run_dir / "config.yaml",
-            _write_json(artifacts / "genotype.json", {"space": config.space.name, "genotype": genotype}),
-            _write_json(artifacts / "hparams.json", hparams),
+            _write_json(artifacts / "genotype.json", {"space": config.space.name, "genotype": selected.genotype}),
+            _write_json(artifacts / "hparams.json", selected.hparams),
         ]
-        plots = [plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png")]
-        if isinstance(hparams.get("lr"), list):
-            plots.append(plot_lr(hparams["lr"], artifacts / "lr_schedule.png"))
-        tracker.log_artifacts(_child(tracker, "search", search), shared + plots)
+        tracker.log_artifacts(_child(tracker, "search", selected.trial_id), shared + selected.plots)
 
         retrain = None
         if config.retrain.enabled:
-            retrain = _retrain(config, storage, tracker, rows, restore, genotype, hparams)
-            tracker.log_artifacts(_child(tracker, "retrain", retrain), shared)
+            retrain = phases.retrain(config, storage, tracker, rows, restore, callbacks, selected)
+            tracker.log_artifacts(_child(tracker, "retrain", retrain.metrics["trial_id"]), shared)
 
         summary = Summary(
             experiment=config.name, algorithm=config.search.algorithm, space=config.space.name,
-            dataset=config.data.dataset, genotype=genotype, hparams=hparams,
-            search_seconds=search.metrics["time_total_s"],
-            retrain_seconds=retrain.metrics["time_total_s"] if retrain else None,
-            val_accuracy=search.metrics["derived_val_acc"],
-            test_accuracy=retrain.metrics["test_acc"] if retrain else None,
+            dataset=config.data.dataset, genotype=selected.genotype, hparams=selected.hparams,
+            search_seconds=selected.seconds, retrain_seconds=retrain.metrics["time_total_s"] if retrain else None,
+            val_accuracy=selected.val_accuracy, test_accuracy=retrain.metrics["test_acc"] if retrain else None,
             mlflow_experiment_id=tracker.experiment_id, mlflow_parent_run_id=tracker.parent_run_id,
-            run_dir=str(run_dir), extra={"tracking_uri": tracker.uri},
+            run_dir=str(run_dir), extra={**selected.extra, "tracking_uri": tracker.uri},
         )
         tracker.log_metrics(tracker.parent_run_id, {k: v for k, v in (
             ("val_accuracy", summary.val_accuracy), ("test_accuracy", summary.test_accuracy)) if v is not None}, 0)

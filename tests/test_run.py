@@ -80,7 +80,7 @@ class KillOnce(tune.Callback):
 
 
 def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, digits):
-    from raysearch.runner import fit
+    from raysearch.phases import fit
     from trainables.common import STATE_FILE
     from trainables.search import search_trainable
 
@@ -92,7 +92,7 @@ def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, 
             seen.append(result["epoch"])
 
     result = fit(search_trainable, {"experiment": config.to_dict()}, "search", str(tmp_path), config,
-                 [KillOnce(2, tmp_path / "killed"), Record()])
+                 [KillOnce(2, tmp_path / "killed"), Record()])[0]
     assert (tmp_path / "killed").exists() and result.error is None
     assert seen == [1, 2, 3]  # epoch 3 ran once, after the restart, from the epoch-2 checkpoint
 

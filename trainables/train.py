@@ -1,16 +1,23 @@
-"""Train one fixed (genotype, hyper-parameters) configuration as a Ray Tune function trainable.
+"""Train one fixed (architecture, hyper-parameters) configuration as a Ray Tune function trainable.
 
-    raysearch run configs/autohas_nb201_digits.yaml   # retrains the searched configuration
+    raysearch run configs/random_nb201_digits.yaml   # a baseline: one trial per sampled configuration
+    raysearch run configs/autohas_nb201_digits.yaml  # retrains the searched configuration
 
-Tune config: {"experiment": <ExperimentConfig.to_dict()>, "genotype": str,
-"lr": float, "weight_decay": float, "epochs": int}. A per-step learning-rate
-list recorded by a search comes through `tune.with_parameters(train_trainable,
-lr_schedule=[...])` (Ray's object store) instead of `lr`, so it is not copied
-into every result. Retraining uses search-train + search-val and reports test
-accuracy, which is never used for selection.
+Tune config: the configuration as searchers sample it, one categorical per
+architecture decision and the hyper-parameters (`{"edge_1_0": "nor_conv_3x3",
+..., "lr": 0.05, "weight_decay": 3e-4}`, see raysearch.joint), plus
+  "epochs": the full training length (schedulers may stop or pause it earlier), and
+  "holdout": "val"  to train on search-train and report val_acc (for selection), or
+             "test" to train on search-train + search-val and report test_acc (final numbers only).
+The experiment (`ExperimentConfig.to_dict()`) and, for a search's per-step
+learning rates, `lr_schedule` come through `tune.with_parameters` (Ray's
+object store), so they are not copied into every trial's config and results.
+Reports once per epoch with a checkpoint, so a scheduler can stop, pause and resume the trial.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -21,18 +28,26 @@ from raysearch.search import build_space
 from raysearch.training import pick_device
 from trainables.common import quiet_ray_logs, report, restore
 
+HOLDOUTS = ("val", "test")
+# A reused trial actor keeps the splits of its previous trial: same data config, same tensors.
+_splits = functools.lru_cache(maxsize=1)(load_splits)
 
-def train_trainable(config: dict, lr_schedule: list[float] | None = None) -> None:
+
+def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | None = None) -> None:
     quiet_ray_logs()
     # 1. typed objects from the Tune config
-    cfg = from_dict(config["experiment"])
-    splits = load_splits(cfg.data)
+    if config["holdout"] not in HOLDOUTS:
+        raise ValueError(f"holdout must be one of {HOLDOUTS}, got {config['holdout']!r}")
+    cfg = from_dict(experiment)
+    splits = _splits(cfg.data)
     space = build_space(cfg, splits)
-    torch.manual_seed(cfg.seed)  # the network's initial weights
-    loop = TrainLoop(space.network(space.parse(config["genotype"])), splits.train_and_val(), {"test": splits.test},
-                     cfg.training, lr_schedule or config["lr"], config["weight_decay"], config["epochs"],
-                     cfg.search.batch_size, cfg.seed, pick_device())
-    # 2. resume from the last checkpoint
+    train, holdout = ((splits.train, {"val": splits.val}) if config["holdout"] == "val"
+                      else (splits.train_and_val(), {"test": splits.test}))
+    torch.manual_seed(cfg.seed)  # the network's initial weights: the same for every configuration
+    loop = TrainLoop(space.network(space.from_choices(config)), train, holdout, cfg.training,
+                     lr_schedule or config["lr"], config["weight_decay"], config["epochs"], cfg.search.batch_size,
+                     cfg.seed, pick_device())
+    # 2. resume from the last checkpoint (after a failure, a pause or a restore)
     restore(loop)
     # 3. epochs: train, evaluate, report with a checkpoint
     while loop.epoch < config["epochs"]:

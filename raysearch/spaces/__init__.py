@@ -1,8 +1,9 @@
 """Search spaces: a registry of name -> space class.
 
 A space turns a genotype into a fixed network, builds the supernet whose
-architecture encoding has `encoding_shape`, and reads genotypes from indices
-and strings.
+architecture encoding has `encoding_shape`, reads genotypes from indices and
+strings, and names its decisions as one categorical each (`choices()`), the
+form black-box searchers sample.
 """
 
 from __future__ import annotations
@@ -49,8 +50,26 @@ class NB201Space:
     def genotype(self, indices) -> nb201.NB201Genotype:
         return nb201.NB201Genotype.from_indices(indices)
 
-    def parse(self, text: str) -> nb201.NB201Genotype:
+    @classmethod
+    def parse(cls, text: str) -> nb201.NB201Genotype:
         return nb201.NB201Genotype.from_string(text)
+
+    # Keys are plain identifiers: they become Tune config keys, ConfigSpace names and MLflow params.
+    choice_keys = tuple(f"edge_{dst}_{src}" for dst, src in nb201.EDGES)
+
+    # Class methods: the decisions do not depend on widths or data, so a driver needs no dataset for them.
+    @classmethod
+    def choices(cls) -> dict[str, tuple[str, ...]]:
+        """One categorical per architecture decision: the op of each edge."""
+        return {key: cls.op_names for key in cls.choice_keys}
+
+    @classmethod
+    def from_choices(cls, values: dict) -> nb201.NB201Genotype:
+        return nb201.NB201Genotype(tuple(str(values[key]) for key in cls.choice_keys))
+
+    @classmethod
+    def to_choices(cls, genotype: nb201.NB201Genotype) -> dict[str, str]:
+        return dict(zip(cls.choice_keys, genotype.ops))
 
 
 SPACES = Registry("space", {"nb201": NB201Space})

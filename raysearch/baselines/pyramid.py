@@ -1,0 +1,164 @@
+"""RANK-NOSH's decisions (predictor-based search with non-uniform successive halving), in plain Python.
+
+A pyramid of levels: level i holds the configurations trained to
+`level_epochs[i-1]` epochs. Nothing is discarded; a promoted configuration
+continues its training from where it paused. One round:
+
+1. the pairwise ranker, trained on the pairs the pyramid defines, ranks
+   `candidates` random configurations and proposes the best `proposals`;
+   they are trained to the first level's epochs;
+2. once every configuration has reached its target, the best of each level
+   (by accuracy at that level's epochs) are promoted until level i+1 holds
+   `promote_fraction` of level i; promoted ones train on, and this repeats
+   while something can be promoted;
+3. then the ranker is retrained and proposes again,
+
+until the budget of trial-epochs is committed. Configurations scored by a
+zero-cost proxy form a bottom level 0 that costs no training.
+
+`RankNosh` only decides. Whoever trains (a Tune scheduler and searcher, or a
+plain loop in tests) hands out new configurations with `take()`, trains each
+member whose `runnable()` holds, and reports with `record()` or `fail()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from raysearch.joint import JointSpace
+from raysearch.predictors import PairwiseRanker
+
+
+@dataclass
+class Member:
+    config: dict  # the configuration (joint-space dict)
+    target: int = 0  # epochs it should reach now; 0 for proxy-only members
+    epochs: int = 0  # epochs trained so far
+    level: int = 0  # highest completed level; 0 = not trained (proxy-scored or waiting)
+    scores: dict[int, float] = field(default_factory=dict)  # level -> accuracy there (level 0: proxy score)
+    failed: bool = False  # its training failed (e.g. diverged)
+
+
+class RankNosh:
+    def __init__(self, joint: JointSpace, level_epochs: tuple[int, ...], promote_fraction: float, proposals: int,
+                 candidates: int, budget_epochs: int, ranker: PairwiseRanker, seed: int,
+                 proxy_scored: list[tuple[dict, float]] = ()):
+        if list(level_epochs) != sorted(set(level_epochs)) or level_epochs[0] < 1:
+            raise ValueError(f"level_epochs must be increasing positive epochs, got {level_epochs}")
+        self.joint, self.level_epochs, self.promote_fraction = joint, tuple(level_epochs), promote_fraction
+        self.proposals, self.candidates, self.budget_epochs = proposals, candidates, budget_epochs
+        self.ranker, self.rng = ranker, random.Random(seed)
+        self.members = [Member(dict(config), scores={0: float(score)}) for config, score in proxy_scored]
+        self.queue: list[int] = []  # proposed members not handed out yet
+        self.committed = 0  # trial-epochs trained or promised
+        self.rounds = 0  # proposal rounds so far
+        self.finished = False  # nothing left to train within the budget
+        self._advance()
+
+    # -- the trainer's side ---------------------------------------------------------------------
+    def take(self) -> tuple[int, dict] | None:
+        """The next proposed configuration to start training, as (member index, config)."""
+        if not self.queue:
+            return None
+        index = self.queue.pop(0)
+        return index, dict(self.members[index].config)
+
+    def runnable(self, index: int) -> bool:
+        member = self.members[index]
+        return not member.failed and member.epochs < member.target
+
+    def record(self, index: int, epochs: int, accuracy: float) -> None:
+        """Member `index` has trained `epochs` epochs in total and scores `accuracy` now."""
+        member = self.members[index]
+        member.epochs = max(member.epochs, epochs)
+        for level, level_epochs in enumerate(self.level_epochs, start=1):
+            if level_epochs <= member.epochs and level not in member.scores:
+                member.scores[level] = float(accuracy)
+                member.level = level
+        self._advance_if_idle()
+
+    def fail(self, index: int) -> None:
+        member = self.members[index]
+        if not member.failed:
+            member.failed = True
+            self.committed -= max(0, member.target - member.epochs)  # promised epochs it will not use
+            self._advance_if_idle()
+
+    # -- decisions ----------------------------------------------------------------------------
+    def _advance_if_idle(self) -> None:
+        trained = (m for m in self.members if m.target)
+        if not self.queue and all(m.failed or m.epochs >= m.target for m in trained):
+            self._advance()
+
+    def _advance(self) -> None:
+        self.finished = not (self._promote() or self._propose())
+
+    def _promote(self) -> bool:
+        """Top level first, so a member climbs one level per decision; True if any was promoted."""
+        promoted = False
+        for level in range(len(self.level_epochs) - 1, 0, -1):  # from `level` to `level + 1`
+            step = self.level_epochs[level] - self.level_epochs[level - 1]
+            done = [m for m in self.members if not m.failed and m.level >= level]
+            above = sum(m.target >= self.level_epochs[level] for m in done)
+            waiting = sorted((m for m in done if m.target < self.level_epochs[level]),
+                             key=lambda m: m.scores[level], reverse=True)
+            for member in waiting[: max(0, math.floor(self.promote_fraction * len(done)) - above)]:
+                if self.committed + step > self.budget_epochs:
+                    break
+                member.target, self.committed, promoted = self.level_epochs[level], self.committed + step, True
+        return promoted
+
+    def _propose(self) -> bool:
+        """Retrain the ranker and queue the best unseen of `candidates` random configurations."""
+        first = self.level_epochs[0]
+        count = min(self.proposals, (self.budget_epochs - self.committed) // first)
+        if count <= 0:
+            return False
+        members = self.members
+        if members:
+            features = torch.tensor([self.joint.features(m.config) for m in members])
+            self.ranker.fit(features, torch.tensor(self.pairs(), dtype=torch.long).reshape(-1, 2))
+        seen = {_key(m.config) for m in members}
+        pool = [c for c in (self.joint.sample(self.rng) for _ in range(self.candidates)) if _key(c) not in seen]
+        scores = self.ranker.score(torch.tensor([self.joint.features(c) for c in pool])).tolist()
+        best = sorted(range(len(pool)), key=lambda i: -scores[i])[:count]
+        for i in best:
+            self.queue.append(len(members))
+            members.append(Member(pool[i], target=first))
+        self.committed += len(best) * first
+        self.rounds += 1
+        return bool(best)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(winner, loser) member indices: within a level by accuracy at its epochs, across levels the
+        higher level wins; trained members beat proxy-only and failed ones; proxy-only ones rank by score."""
+        trained = [i for i, m in enumerate(self.members) if m.level >= 1 and not m.failed]
+        proxy = [i for i, m in enumerate(self.members) if m.target == 0]
+        failed = [i for i, m in enumerate(self.members) if m.failed]
+        out = []
+        for a, b in itertools.combinations(trained, 2):
+            ma, mb = self.members[a], self.members[b]
+            if ma.level != mb.level:
+                out.append((a, b) if ma.level > mb.level else (b, a))
+            elif ma.scores[ma.level] != mb.scores[mb.level]:
+                out.append((a, b) if ma.scores[ma.level] > mb.scores[mb.level] else (b, a))
+        for a, b in itertools.combinations(proxy, 2):
+            ma, mb = self.members[a], self.members[b]
+            if ma.scores[0] != mb.scores[0]:
+                out.append((a, b) if ma.scores[0] > mb.scores[0] else (b, a))
+        out += [(a, b) for a in trained for b in proxy + failed]
+        return out
+
+    def level_sizes(self) -> list[int]:
+        """How many live members completed each level (level 1 first)."""
+        live = [m for m in self.members if not m.failed]
+        return [sum(m.level >= level for m in live) for level in range(1, len(self.level_epochs) + 1)]
+
+
+def _key(config: dict) -> tuple:
+    return tuple(sorted(config.items()))

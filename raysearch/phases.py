@@ -1,0 +1,204 @@
+"""The phases of a run, each one Tune experiment: a differentiable search (one trial) or a black-box
+sweep (many trials), then the retraining of what was selected (one trial).
+
+Every phase appends one row per trial to `rows` (results.parquet) and logs one
+MLflow child run per trial. `restore=True` continues the phase's stored Tune
+experiment: finished trials are not run again, unfinished ones continue from
+their last checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysearch.callbacks import MlflowCallback, ProgressCallback, numeric_metrics
+from raysearch.config import ExperimentConfig
+from raysearch.results import plot_encodings, plot_lr
+from raysearch.tracking import Tracker
+
+SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy")
+SWEEP_KEYS = ("train_loss", "val_acc")
+TRAIN_KEYS = ("train_loss", "train_acc", "test_acc", "lr")
+
+
+class RunFailed(RuntimeError):
+    """A trial of the experiment failed; the message carries the trial's reason."""
+
+
+class RunInterrupted(RuntimeError):
+    """The run stopped before its trials finished (Ctrl-C, SIGTERM); `raysearch resume` continues it."""
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What the first phase chose, and what it cost."""
+
+    genotype: str  # the architecture, in the space's string format
+    hparams: dict  # lr (a float, or a per-step list from a search) and weight_decay
+    val_accuracy: float  # search-val accuracy behind the choice
+    seconds: float  # wall time of the phase
+    trial_id: str  # the trial that produced it (its MLflow child run gets the artifacts)
+    plots: list = field(default_factory=list)  # PNG files describing the phase
+    extra: dict = field(default_factory=dict)  # counts for the summary (trials, failures, trial-epochs)
+
+
+def fit(trainable, param_space: dict, name: str, storage: str, config: ExperimentConfig, callbacks,
+        restore: bool = False, parts=None):
+    """Run `trainable` under Tune and return the ResultGrid: one trial, or a baseline's `parts`
+    (`raysearch.baselines.sweep.TuneParts`) under its budget.
+
+    Tune keeps results and checkpoints in `storage`/`name`; with `restore`, a
+    stored experiment continues with the callbacks, searcher and scheduler
+    pickled with it.
+    """
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our ProgressCallback prints; Tune's tables would bury it
+    # Keeping 2 checkpoints makes Tune snapshot its experiment state at least every 2 epochs, so a
+    # killed driver loses at most one epoch on `resume`; frequent snapshots are intended here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from ray import tune
+
+    trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
+    path = f"{storage}/{name}"
+    if restore and tune.Tuner.can_restore(path):
+        try:
+            return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
+        except ValueError as err:  # stopped before Tune saved any experiment state
+            print(f"raysearch: {name}: nothing to restore ({err}); starting this phase afresh", flush=True)
+    stop, tune_config = None, tune.TuneConfig(num_samples=1)
+    if parts is not None:
+        from raysearch.baselines.sweep import METRIC, MODE, EpochBudget
+
+        options = config.search.options
+        stop = EpochBudget(options.budget_epochs)
+        # Actor reuse: a new process per short trial would cost more than the trial (RAY_NOTES).
+        tune_config = tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=parts.search_alg, scheduler=parts.scheduler,
+            num_samples=parts.num_samples, max_concurrent_trials=parts.max_concurrent,
+            time_budget_s=options.budget_seconds, reuse_actors=True)
+    tuner = tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, callbacks=callbacks, verbose=0, stop=stop,
+            failure_config=tune.FailureConfig(max_failures=config.ray.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return tuner.fit()
+
+
+def _error(result) -> str | None:
+    return None if result.error is None else str(result.error).strip().splitlines()[-1][:1000]
+
+
+def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotype: str | None = None,
+        val: float | None = None, test: float | None = None) -> dict:
+    """One results.parquet row (see raysearch.results.RESULT_SCHEMA)."""
+    metrics = result.metrics or {}
+    return {
+        "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id"),
+        "status": "ERROR" if result.error else "TERMINATED", "error": _error(result),
+        "epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s"),
+        "genotype": genotype, "val_accuracy": val, "test_accuracy": test,
+        "metrics": json.dumps(numeric_metrics(metrics)), "config": json.dumps(trial_config, default=str),
+    }
+
+
+def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> None:
+    """Raise unless the phase's single trial ran all its epochs: a trial error, or an interruption."""
+    if result.error is not None:
+        rows.append(failed_row)
+        raise RunFailed(f"{role} trial failed: {failed_row['error']}")
+    if (result.metrics or {}).get("epoch", 0) < epochs:  # Tune returns normally on Ctrl-C
+        raise RunInterrupted(f"the {role} trial stopped after epoch {(result.metrics or {}).get('epoch', 0)} "
+                             f"of {epochs}")
+
+
+def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
+           callbacks: list, artifacts: Path) -> Selected:
+    """A differentiable search: one trial; the configuration it derives at the end."""
+    from trainables.common import read_json
+    from trainables.search import DERIVED_FILE, search_trainable
+
+    space = {"experiment": config.to_dict()}
+    result = fit(search_trainable, space, "search", storage, config, [
+        MlflowCallback(tracker, "search"), ProgressCallback("search", config.search.epochs, SEARCH_KEYS, "genotype"),
+        *callbacks], restore)[0]
+    _finished(result, "search", config.search.epochs, rows, row(config, "search", result, space))
+    derived = read_json(result.checkpoint, DERIVED_FILE)
+    rows.append(row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"]))
+    plots = [plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png")]
+    if isinstance(derived["hparams"].get("lr"), list):
+        plots.append(plot_lr(derived["hparams"]["lr"], artifacts / "lr_schedule.png"))
+    return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
+                    result.metrics["time_total_s"], result.metrics["trial_id"], plots)
+
+
+def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
+          callbacks: list, artifacts: Path) -> Selected:
+    """A black-box baseline: many trials, each training one configuration; the best one.
+
+    The best is the highest search-val accuracy among the trials that reached
+    the most epochs (the top fidelity), as BOHB's incumbent is chosen.
+    """
+    from ray import tune
+
+    from raysearch.baselines import BASELINES
+    from raysearch.joint import JointSpace
+    from raysearch.spaces import SPACES
+    from trainables.train import train_trainable
+
+    options, epochs = config.search.options, config.search.epochs
+    joint = JointSpace(SPACES[config.space.name], options.lr_range, options.weight_decay_range)
+    parts = BASELINES[config.search.algorithm].build(config, joint)
+    trainable = tune.with_parameters(train_trainable, experiment=config.to_dict())
+    started = time.monotonic()
+    grid = fit(trainable, {**parts.param_space, "epochs": epochs, "holdout": "val"}, "search", storage, config, [
+        MlflowCallback(tracker, "search"), ProgressCallback("search", epochs, SWEEP_KEYS, per_trial=True),
+        *callbacks], restore, parts)
+    seconds = time.monotonic() - started
+    results = list(grid)
+    for result in results:
+        genotype = joint.decode(result.config)[0].to_string()
+        rows.append(row(config, "search", result, result.config, genotype, (result.metrics or {}).get("val_acc")))
+    if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
+        raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
+                             "trials unfinished")
+    done = [r for r in results if r.error is None and "val_acc" in (r.metrics or {})]
+    if not done:
+        raise RunFailed(f"every one of the {len(results)} sweep trials failed; first: "
+                        f"{next((_error(r) for r in results if r.error), 'no result')}")
+    top = max(r.metrics["epoch"] for r in done)
+    best = max((r for r in done if r.metrics["epoch"] == top), key=lambda r: r.metrics["val_acc"])
+    genotype, hparams = joint.decode(best.config)
+    extra = {"trials": len(results), "failed_trials": grid.num_errors,
+             "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results)}
+    return Selected(genotype.to_string(), hparams, best.metrics["val_acc"], seconds, best.metrics["trial_id"],
+                    extra=extra)
+
+
+def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
+            callbacks: list, selected: Selected):
+    """Retrain the selected configuration on search-train + search-val and test it; returns its Result."""
+    from ray import tune
+
+    from raysearch.spaces import SPACES
+    from trainables.train import train_trainable
+
+    per_step = isinstance(selected.hparams["lr"], list)
+    space = {**SPACES[config.space.name].to_choices(SPACES[config.space.name].parse(selected.genotype)),
+             "lr": "replayed per step" if per_step else selected.hparams["lr"],
+             "weight_decay": selected.hparams["weight_decay"], "epochs": config.retrain_epochs, "holdout": "test"}
+    # The experiment and a per-step lr list go through Ray's object store, not into every Tune result.
+    trainable = tune.with_parameters(train_trainable, experiment=config.to_dict(),
+                                     lr_schedule=selected.hparams["lr"] if per_step else None)
+    result = fit(trainable, space, "retrain", storage, config, [
+        MlflowCallback(tracker, "retrain"), ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS),
+        *callbacks], restore)[0]
+    _finished(result, "retraining", config.retrain_epochs, rows, row(config, "retrain", result, space,
+                                                                      selected.genotype))
+    rows.append(row(config, "retrain", result, space, selected.genotype, test=result.metrics["test_acc"]))
+    return result
