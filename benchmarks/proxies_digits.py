@@ -1,6 +1,6 @@
 """Zero-cost proxies vs. short training on digits: how well each ranks NB201 cells.
 
-    .venv/bin/python benchmarks/proxies_digits.py [--cells 50] [--epochs 3] [--channels 8] [--seed 0]
+    .venv/bin/python benchmarks/proxies_digits.py [--cells 50] [--epochs 10] [--channels 8] [--seed 0]
 
 Samples `--cells` distinct NB201 cells (seeded), scores each untrained network with every proxy
 in raysearch.proxies.PROXIES on one fixed search-train minibatch, then trains it for `--epochs`
@@ -42,7 +42,7 @@ def sample_genotypes(n: int, seed: int) -> list[NB201Genotype]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=50, help="number of distinct NB201 cells sampled")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs per cell")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs per cell")
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--cells-per-stage", type=int, default=2, help="as configs/autohas_nb201_digits.yaml")
     parser.add_argument("--stages", type=int, default=1)

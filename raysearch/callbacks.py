@@ -9,6 +9,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from raysearch.tracking import Tracker, flatten
+from raysearch.training import DIVERGED
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -42,7 +43,8 @@ class MlflowCallback(Callback):
                                  step=int(result.get("training_iteration", 0)))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.tracker.end(self.run_ids.get(trial.trial_id), "FINISHED")
+        diverged = trial.last_result.get(DIVERGED)  # a sweep trial that ended because its loss diverged
+        self.tracker.end(self.run_ids.get(trial.trial_id), "FAILED" if diverged else "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.tracker.end(self.run_ids.get(trial.trial_id), "FAILED")

@@ -10,6 +10,7 @@ their last checkpoints.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from raysearch.callbacks import MlflowCallback, ProgressCallback, numeric_metric
 from raysearch.config import ExperimentConfig
 from raysearch.results import plot_encodings, plot_lr
 from raysearch.tracking import Tracker
+from raysearch.training import DIVERGED
 
 SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy")
 SWEEP_KEYS = ("train_loss", "val_acc")
@@ -46,6 +48,12 @@ class Selected:
     extra: dict = field(default_factory=dict)  # counts for the summary (trials, failures, trial-epochs)
 
 
+def _drop_missing_log_warnings(record: logging.LogRecord) -> bool:
+    # Tune warns when a paused trial resumes before its result.json/progress.csv reached the
+    # storage; they are rewritten as the trial goes on, so the warning only alarms users.
+    return not record.getMessage().startswith("Remote file not found")
+
+
 def fit(trainable, param_space: dict, name: str, storage: str, config: ExperimentConfig, callbacks,
         restore: bool = False, parts=None):
     """Run `trainable` under Tune and return the ResultGrid: one trial, or a baseline's `parts`
@@ -61,6 +69,9 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
+    tune_logger = logging.getLogger("ray.tune.logger.logger")
+    if _drop_missing_log_warnings not in tune_logger.filters:
+        tune_logger.addFilter(_drop_missing_log_warnings)
     trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
     path = f"{storage}/{name}"
     if restore and tune.Tuner.can_restore(path):
@@ -74,6 +85,7 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
 
         options = config.search.options
         stop = EpochBudget(options.budget_epochs)
+        callbacks = [*callbacks, stop]
         # Actor reuse: a new process per short trial would cost more than the trial (RAY_NOTES).
         tune_config = tune.TuneConfig(
             metric=METRIC, mode=MODE, search_alg=parts.search_alg, scheduler=parts.scheduler,
@@ -91,7 +103,10 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
 
 
 def _error(result) -> str | None:
-    return None if result.error is None else str(result.error).strip().splitlines()[-1][:1000]
+    """Why a trial failed: its exception, or the divergence a sweep trial reported; None if it did not."""
+    if result.error is not None:
+        return str(result.error).strip().splitlines()[-1][:1000]
+    return (result.metrics or {}).get(DIVERGED)
 
 
 def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotype: str | None = None,
@@ -100,7 +115,7 @@ def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotyp
     metrics = result.metrics or {}
     return {
         "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id"),
-        "status": "ERROR" if result.error else "TERMINATED", "error": _error(result),
+        "status": "ERROR" if _error(result) else "TERMINATED", "error": _error(result),
         "epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s"),
         "genotype": genotype, "val_accuracy": val, "test_accuracy": test,
         "metrics": json.dumps(numeric_metrics(metrics)), "config": json.dumps(trial_config, default=str),
@@ -137,6 +152,13 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
                     result.metrics["time_total_s"], result.metrics["trial_id"], plots)
 
 
+def _creation_index(result) -> int:
+    """Tune numbers trials as it creates them, in the tag that starts each trial's directory name
+    (`<trainable>_<trial id>_<number>_<config>_<date>`); failed trials have no `experiment_tag` result."""
+    tag = Path(result.path).name.split(f"{result.metrics['trial_id']}_", 1)[1]
+    return int(tag.split("_", 1)[0])
+
+
 def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
           callbacks: list, artifacts: Path) -> Selected:
     """A black-box baseline: many trials, each training one configuration; the best one.
@@ -157,24 +179,25 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     trainable = tune.with_parameters(train_trainable, experiment=config.to_dict())
     started = time.monotonic()
     grid = fit(trainable, {**parts.param_space, "epochs": epochs, "holdout": "val"}, "search", storage, config, [
-        MlflowCallback(tracker, "search"), ProgressCallback("search", epochs, SWEEP_KEYS, per_trial=True),
+        MlflowCallback(tracker, "search"), ProgressCallback("search", epochs, SWEEP_KEYS, DIVERGED, per_trial=True),
         *callbacks], restore, parts)
     seconds = time.monotonic() - started
-    results = list(grid)
+    # In creation order (Tune's own order is not); a trial the budget stopped before it started has no config.
+    results = sorted((r for r in grid if r.config is not None), key=_creation_index)
     for result in results:
         genotype = joint.decode(result.config)[0].to_string()
         rows.append(row(config, "search", result, result.config, genotype, (result.metrics or {}).get("val_acc")))
     if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
         raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
                              "trials unfinished")
-    done = [r for r in results if r.error is None and "val_acc" in (r.metrics or {})]
+    done = [r for r in results if _error(r) is None and "val_acc" in (r.metrics or {})]
     if not done:
         raise RunFailed(f"every one of the {len(results)} sweep trials failed; first: "
                         f"{next((_error(r) for r in results if r.error), 'no result')}")
     top = max(r.metrics["epoch"] for r in done)
     best = max((r for r in done if r.metrics["epoch"] == top), key=lambda r: r.metrics["val_acc"])
     genotype, hparams = joint.decode(best.config)
-    extra = {"trials": len(results), "failed_trials": grid.num_errors,
+    extra = {"trials": len(results), "failed_trials": len(results) - len(done),
              "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results)}
     return Selected(genotype.to_string(), hparams, best.metrics["val_acc"], seconds, best.metrics["trial_id"],
                     extra=extra)

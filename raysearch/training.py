@@ -12,6 +12,9 @@ class DivergenceError(RuntimeError):
     """A loss became NaN or infinite; the trial ends as failed with this reason."""
 
 
+DIVERGED = "diverged"  # key of a trial's last result when it ended because its loss diverged (value: the reason)
+
+
 def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
     if not torch.isfinite(loss):
         raise DivergenceError(f"{what} is {loss.item()} at step {step}: the run diverged")

@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 from raysearch.algorithms import ALGORITHMS
+from raysearch.baselines import BASELINES
 from raysearch.config import ExperimentConfig
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -22,7 +23,8 @@ def _fields(cls, prefix=""):
 
 def test_every_config_field_is_in_the_readme():
     names = list(_fields(ExperimentConfig))
-    names += [f"search.{f.name}" for entry in ALGORITHMS.values() for f in dataclasses.fields(entry.config_type)]
+    for entry in [*ALGORITHMS.values(), *BASELINES.values()]:
+        names += [f"search.{f.name}" for f in dataclasses.fields(entry.config_type)]
     assert "search.epochs" in names and "tracking.uri" in names
     missing = [n for n in names if f"`{n}`" not in README]
     assert not missing, f"document these config fields in README.md: {missing}"

@@ -9,6 +9,9 @@ architecture decision and the hyper-parameters (`{"edge_1_0": "nor_conv_3x3",
   "epochs": the full training length (schedulers may stop or pause it earlier), and
   "holdout": "val"  to train on search-train and report val_acc (for selection), or
              "test" to train on search-train + search-val and report test_acc (final numbers only).
+With "val", a loss that becomes NaN/inf ends the trial with a last result
+`{"val_acc": 0.0, "diverged": <reason>, "done": True}`: searchers learn that
+the configuration is bad, and Tune does not retry it (it would diverge again).
 The experiment (`ExperimentConfig.to_dict()`) and, for a search's per-step
 learning rates, `lr_schedule` come through `tune.with_parameters` (Ray's
 object store), so they are not copied into every trial's config and results.
@@ -20,12 +23,13 @@ from __future__ import annotations
 import functools
 
 import torch
+from ray import tune
 
 from raysearch.config import from_dict
 from raysearch.data import load_splits
 from raysearch.retrain import TrainLoop
 from raysearch.search import build_space
-from raysearch.training import pick_device
+from raysearch.training import DIVERGED, DivergenceError, pick_device
 from trainables.common import quiet_ray_logs, report, restore
 
 HOLDOUTS = ("val", "test")
@@ -51,5 +55,13 @@ def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | N
     restore(loop)
     # 3. epochs: train, evaluate, report with a checkpoint
     while loop.epoch < config["epochs"]:
-        metrics = loop.run_epoch()
+        try:
+            metrics = loop.run_epoch()
+        except DivergenceError as err:
+            if config["holdout"] != "val":
+                raise  # retraining the selected configuration: the run fails with this reason
+            # In a sweep, a diverged configuration is a (bad) result, not a fault: Tune would retry it
+            # from its checkpoint only to diverge again. The trial ends here, its reason reported.
+            tune.report({"epoch": loop.epoch + 1, "val_acc": 0.0, DIVERGED: str(err), "done": True})
+            return
         report({**metrics, "epoch": loop.epoch}, loop.state_dict())

@@ -62,7 +62,7 @@ class RankNoshConfig(BaselineConfig):
     promote_fraction: float = spec(0.5, gt=0.0, le=1.0)  # r: level i+1 grows to this share of level i
     proposals: int = spec(8, ge=1)  # K: configurations the ranker proposes per round
     candidates: int = spec(500, ge=1)  # random configurations the ranker scores per round
-    proxy: str | None = spec("synflow", choices="proxies")  # zero-cost proxy of the bottom level; null = none
+    proxy: str | None = spec("snip", choices="proxies")  # zero-cost proxy of the bottom level; null = none
     proxy_samples: int = spec(100, ge=0)  # configurations scored by the proxy (no training)
     ranker_hidden: int = spec(64, ge=1)  # width of the ranker's two hidden layers
     ranker_epochs: int = spec(200, ge=1)  # full-batch Adam steps per ranker fit

@@ -82,10 +82,11 @@ class RankNosh:
                 member.level = level
         self._advance_if_idle()
 
-    def fail(self, index: int) -> None:
+    def fail(self, index: int, epochs: int = 0) -> None:
+        """Member `index` failed after `epochs` epochs in total (counted as spent, if more than recorded)."""
         member = self.members[index]
         if not member.failed:
-            member.failed = True
+            member.failed, member.epochs = True, max(member.epochs, epochs)
             self.committed -= max(0, member.target - member.epochs)  # promised epochs it will not use
             self._advance_if_idle()
 

@@ -15,23 +15,45 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from raysearch.baselines.pyramid import RankNosh
+from raysearch.training import DIVERGED
 
 
 class RankNoshSearcher(Searcher):
-    def __init__(self, nosh: RankNosh, metric: str = "val_acc", mode: str = "max"):
+    """Starts the configurations the pyramid proposes, at most `max_concurrent` running at once.
+
+    Tune starts every trial a searcher creates, so the cap lives here: `active`
+    holds the trials that are pending or running (paused ones hold no
+    resources), kept up to date by the scheduler, as HyperBandForBOHB tells
+    Tune's ConcurrencyLimiter about pauses.
+    """
+
+    def __init__(self, nosh: RankNosh, max_concurrent: int | None = None, metric: str = "val_acc",
+                 mode: str = "max"):
         super().__init__(metric=metric, mode=mode)
-        self.nosh = nosh
+        self.nosh, self.max_concurrent = nosh, max_concurrent
         self.members: dict[str, int] = {}  # trial_id -> member index in the pyramid
+        self.active: set[str] = set()  # trials pending or running
+
+    def has_room(self) -> bool:
+        return not self.max_concurrent or len(self.active) < self.max_concurrent
 
     def suggest(self, trial_id: str) -> dict | None:
+        if not self.has_room():
+            return None
         taken = self.nosh.take()
         if taken is None:
             return Searcher.FINISHED if self.nosh.finished else None  # None: wait for the round
         self.members[trial_id] = taken[0]
+        self.active.add(trial_id)
         return taken[1]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """Results reach the pyramid through the scheduler, which sees every epoch."""
+        """Epoch results reach the pyramid through the scheduler; final failures through here, since
+        Tune also tells schedulers `on_trial_error` about failures it is about to recover from."""
+        self.active.discard(trial_id)
+        if trial_id in self.members and (error or (result or {}).get(DIVERGED)):
+            # a diverged trial's last result (which schedulers never see) counts its epoch as spent
+            self.nosh.fail(self.members[trial_id], int((result or {}).get("epoch", 0)))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -43,15 +65,14 @@ class RankNoshSearcher(Searcher):
 
 
 class RankNoshScheduler(FIFOScheduler):
-    """PAUSEs a trial when it reaches its target epochs; runs new and promoted trials; ends the rest.
+    """PAUSEs a trial when it reaches its target epochs; resumes promoted trials; ends the rest.
 
     `final_epoch` is the trainable's own last epoch: a trial promoted there ends by itself.
-    `max_concurrent` caps running trials (paused ones hold no resources and do not count).
     """
 
-    def __init__(self, final_epoch: int, max_concurrent: int | None = None, metric: str = "val_acc"):
+    def __init__(self, final_epoch: int, metric: str = "val_acc"):
         super().__init__()
-        self.final_epoch, self.max_concurrent, self.report_metric = final_epoch, max_concurrent, metric
+        self.final_epoch, self.report_metric = final_epoch, metric
 
     @staticmethod
     def _searcher(tune_controller) -> RankNoshSearcher:
@@ -63,22 +84,21 @@ class RankNoshScheduler(FIFOScheduler):
         searcher.nosh.record(index, int(result["epoch"]), float(result[self.report_metric]))
         if searcher.nosh.runnable(index) or result["epoch"] >= self.final_epoch:
             return TrialScheduler.CONTINUE
+        searcher.active.discard(trial.trial_id)
         return TrialScheduler.PAUSE
-
-    def on_trial_error(self, tune_controller, trial: Trial) -> None:
-        searcher = self._searcher(tune_controller)
-        if trial.trial_id in searcher.members:
-            searcher.nosh.fail(searcher.members[trial.trial_id])
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         searcher, trials = self._searcher(tune_controller), tune_controller.get_trials()
-        if self.max_concurrent and sum(t.status == Trial.RUNNING for t in trials) >= self.max_concurrent:
-            return None
         # Restored experiments bring paused trials back as PENDING: both statuses may wait for promotion.
         waiting = [t for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)]
         for trial in sorted(waiting, key=lambda t: t.status != Trial.PENDING):
-            if searcher.nosh.runnable(searcher.members[trial.trial_id]):
-                return trial
+            if not searcher.nosh.runnable(searcher.members[trial.trial_id]):
+                continue
+            if trial.trial_id not in searcher.active:  # a promoted trial resumes when there is room
+                if not searcher.has_room():
+                    continue
+                searcher.active.add(trial.trial_id)
+            return trial
         if searcher.nosh.finished:
             for trial in waiting:  # promoted no further: their training ends here
                 tune_controller.stop_trial(trial)

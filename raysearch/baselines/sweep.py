@@ -7,12 +7,14 @@ trial-epoch budget is spent (`EpochBudget`) or the wall-clock cap is reached.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 import ConfigSpace
 import torch
 from ray import tune
+from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.bohb import TuneBOHB
@@ -41,20 +43,35 @@ class TuneParts:
     max_concurrent: int | None = None  # Tune's max_concurrent_trials for a Searcher (None: resources decide)
 
 
-class EpochBudget(Stopper):
-    """Stops the whole sweep once the trials have reported `total` epochs between them."""
+class EpochBudget(Stopper, Callback):
+    """Stops the whole sweep once the trials have reported `total` epochs between them.
+
+    Also a Callback, listed in the run's callbacks, so Tune saves its count with
+    the experiment and `raysearch resume` continues it instead of starting a
+    fresh budget (the stopper and the callback are one object in Tune's pickle).
+    """
 
     def __init__(self, total: int):
-        self.total, self.used = total, 0
+        self.total = total
+        self.seen: set[tuple[str, int]] = set()  # (trial_id, epoch) of every reported epoch
+
+    @property
+    def used(self) -> int:
+        return len(self.seen)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        # When a trial's function returns, Tune passes its last result again marked `done`: not a new epoch.
-        if not result.get("done"):
-            self.used += 1  # every report is one epoch of training (repeats after a restart included)
+        # Distinct (trial, epoch) pairs: Tune repeats a trial's last result when its function returns.
+        self.seen.add((trial_id, int(result.get("epoch", 0))))
         return False
 
     def stop_all(self) -> bool:
         return self.used >= self.total
+
+    def get_state(self) -> dict:
+        return {"seen": sorted(self.seen)}
+
+    def set_state(self, state: dict) -> None:
+        self.seen = set(map(tuple, state["seen"]))
 
 
 def to_tune(joint: JointSpace) -> dict:
@@ -115,7 +132,8 @@ def proxy_level(config, joint: JointSpace) -> list[tuple[dict, float]]:
     rng = random.Random(f"proxy-{config.seed}")  # apart from the pyramid's own stream
     scored = []
     for _ in range(options.proxy_samples):
-        candidate = joint.sample(rng)
+        # A proxy scores the architecture only: mid-range HPs keep the ranker from reading their random values.
+        candidate = {**joint.sample(rng), **{dim.name: math.sqrt(dim.low * dim.high) for dim in joint.hparams}}
         torch.manual_seed(config.seed)  # the same initial weights a trial of this configuration starts from
         network = space.network(joint.decode(candidate)[0])
         scored.append((candidate, PROXIES[options.proxy](network, x, y)))
@@ -129,5 +147,5 @@ def rank_nosh(config, joint: JointSpace) -> TuneParts:
     scored = proxy_level(config, joint) if options.proxy and options.proxy_samples else []
     nosh = RankNosh(joint, options.levels(epochs), options.promote_fraction, options.proposals, options.candidates,
                     options.budget_epochs, ranker, config.seed, scored)
-    # Concurrency is the scheduler's: Tune's limiter would count paused trials as running.
-    return TuneParts(RankNoshSearcher(nosh, METRIC, MODE), RankNoshScheduler(epochs, options.max_concurrent, METRIC), {})
+    # The searcher caps concurrency itself: Tune's limiter would count paused trials as running.
+    return TuneParts(RankNoshSearcher(nosh, options.max_concurrent, METRIC, MODE), RankNoshScheduler(epochs, METRIC), {})

@@ -1,0 +1,147 @@
+"""Contract tests over the baselines table: every baseline runs a tiny budget end to end through Tune.
+
+Adding a baseline to raysearch.baselines.BASELINES adds it here.
+"""
+
+import json
+import pickle
+from collections import defaultdict
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+import raysearch
+from raysearch.baselines import BASELINES
+from raysearch.baselines.sweep import EpochBudget
+from raysearch.config import ConfigError, from_dict
+from tests.conftest import TINY
+from tests.test_run import KillOnce
+
+# Sequential trials so the order of results, and with it every model-based suggestion, is reproducible.
+# No gradient clipping and lr up to 1e6: configurations with lr above ~100 tend to diverge (NaN) in their
+# first epoch, depending on the cell. The ranges below give every baseline, at seed 0, both diverging
+# and finishing trials (REA meets one among its 6 random configurations, hence its budget).
+BUDGET = {"epochs": 3, "budget_epochs": 12, "max_concurrent": 1, "lr_range": [0.05, 1e6]}
+OWN = {  # each baseline's own options, small enough for a test
+    "random": {}, "asha": {"grace_period": 1}, "bohb": {"reduction_factor": 3},
+    "rea": {"population": 6, "sample_size": 2, "budget_epochs": 18, "lr_range": [0.05, 1e8]},
+    # fewer divergent proposals, so that promoted trials pause and resume within the budget
+    "rank_nosh": {"proposals": 3, "proxy_samples": 8, "candidates": 50, "ranker_epochs": 30, "lr_range": [0.05, 1e4]},
+}
+PAUSING = {"rank_nosh"}  # pauses trials at each level and resumes the promoted ones (within this budget)
+
+
+def baseline_config(name: str, **search):
+    data = {k: v for k, v in TINY.items() if k != "search"}
+    data.update(name=name, training={"grad_clip": None}, retrain={"enabled": False},
+                ray={"max_failures": 1}, search={"algorithm": name, **BUDGET, **OWN[name], **search})
+    return from_dict(data)
+
+
+def summary_budget(name: str) -> int:
+    return {**BUDGET, **OWN[name]}["budget_epochs"]
+
+
+class Record(tune.Callback):
+    """Every reported (epoch, iterations since the trial's last (re)start) per trial."""
+
+    def __init__(self):
+        self.results = defaultdict(list)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results[trial.trial_id].append((result["epoch"], result["iterations_since_restore"]))
+
+
+def test_every_baseline_has_a_test_setting():
+    assert set(OWN) == set(BASELINES)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baseline_contract(name, tmp_path, ray_session):
+    # Run a: the trial that reaches epoch 2 first is SIGKILLed right after that checkpoint, and restarted.
+    record = Record()
+    summary = raysearch.run(baseline_config(name), output_dir=tmp_path / "a",
+                            callbacks=[KillOnce(2, tmp_path / "killed"), record])
+    rows, results = pq.read_table(tmp_path / "a" / "results.parquet").to_pylist(), record.results
+    # Run b: the same seed, undisturbed (a restarted trial continues exactly, so nothing may differ).
+    raysearch.run(baseline_config(name), output_dir=tmp_path / "b")
+    rows_b = pq.read_table(tmp_path / "b" / "results.parquet").to_pylist()
+
+    # the same seed suggests the same configurations in the same order
+    assert [r["config"] for r in rows] == [r["config"] for r in rows_b]
+    assert len({r["config"] for r in rows}) == len(rows) >= 3
+
+    # a diverging trial fails with its reason; the others finish
+    failed = [r for r in rows if r["status"] == "ERROR"]
+    assert failed and all("diverged" in r["error"] for r in failed)
+    finished = [r for r in rows if r["status"] == "TERMINATED"]
+    assert finished and all(r["val_accuracy"] is not None for r in finished)
+
+    # preempted or paused trials continue their epoch count from their checkpoint
+    assert (tmp_path / "killed").exists()
+    for trial_id, seq in results.items():
+        assert [epoch for epoch, _ in seq] == list(range(1, len(seq) + 1)), trial_id
+    restored = [t for t, seq in results.items() if any(since < epoch for epoch, since in seq)]
+    assert len(restored) >= (2 if name in PAUSING else 1)
+
+    # the budget holds, and the best finished trial is the one selected
+    assert sum(r["epochs"] or 0 for r in rows) <= summary_budget(name)
+    top = max(r["epochs"] for r in finished)
+    assert summary.val_accuracy == max(r["val_accuracy"] for r in finished if r["epochs"] == top)
+    assert summary.extra["trials"] == len(rows) and summary.extra["failed_trials"] == len(failed)
+
+    # one nested MLflow run per trial under the experiment's parent run
+    client = MlflowClient(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    children = client.search_runs([summary.mlflow_experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary.mlflow_parent_run_id}'")
+    assert sorted(c.data.tags["raysearch.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
+    by_trial = {c.data.tags["raysearch.trial_id"]: c for c in children}
+    for r in rows:
+        assert by_trial[r["trial_id"]].data.params["edge_1_0"] == json.loads(r["config"])["edge_1_0"]
+        assert by_trial[r["trial_id"]].info.status == ("FAILED" if r["status"] == "ERROR" else "FINISHED")
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"budget_epochs": 2}, "less than one full trial"),
+    ({"lr_range": [0.5, 0.1]}, "expected \\[low, high\\]"),
+    ({"lr_range": [0.1]}, "expected 2 values"),
+    ({"max_concurrent": 0}, "must be >= 1"),
+])
+def test_common_option_errors(search, message):
+    for name in BASELINES:
+        with pytest.raises(ConfigError, match=f"search.{list(search)[0]}: .*{message}"):
+            baseline_config(name, **search)
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"level_epochs": [1, 4]}, "up to search.epochs = 3"),
+    ({"level_epochs": [2, 1]}, "increasing"),
+    ({"proxy": "nope"}, "not one of: flops, grad_norm"),
+    ({"ranking_loss": "square"}, "not one of: logistic, hinge"),
+    ({"promote_fraction": 1.5}, "must be <= 1.0"),
+])
+def test_rank_nosh_option_errors(search, message):
+    with pytest.raises(ConfigError, match=message):
+        baseline_config("rank_nosh", **search)
+
+
+def test_rank_nosh_default_levels_follow_the_trial_length():
+    assert baseline_config("rank_nosh", epochs=27, budget_epochs=100).search.options.levels(27) == (3, 9, 27)
+    assert baseline_config("rank_nosh").search.options.levels(3) == (1, 3)
+
+
+def test_epoch_budget_counts_epochs_and_survives_a_restore():
+    budget = EpochBudget(3)
+    budget("t1", {"epoch": 1})
+    budget("t1", {"epoch": 1, "done": True})  # Tune's repeat of a finished trial's last result
+    budget("t2", {"epoch": 1})
+    assert budget.used == 2 and not budget.stop_all()
+    # Tune pickles the stopper and the callbacks together and restores the callbacks' state
+    stop, callbacks = pickle.loads(pickle.dumps((budget, [budget])))
+    assert stop is callbacks[0]
+    fresh = EpochBudget(3)
+    fresh.set_state(budget.get_state())
+    fresh("t2", {"epoch": 2})
+    assert fresh.used == 3 and fresh.stop_all()
