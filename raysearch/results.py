@@ -39,7 +39,10 @@ class Summary:
     def table(self) -> str:
         """The end-of-run summary as aligned text."""
         lr = self.hparams.get("lr")
-        lr_text = f"{lr[0]:.4g} -> {lr[-1]:.4g} over {len(lr)} steps" if isinstance(lr, list) and lr else str(lr)
+        if isinstance(lr, list) and lr:
+            lr_text = f"{lr[0]:.4g} -> {lr[-1]:.4g} over {len(lr)} steps"  # a search's per-step list
+        else:
+            lr_text = f"{lr:.4g}" if isinstance(lr, float) else str(lr)
         rows = [
             ("experiment", self.experiment), ("algorithm / space", f"{self.algorithm} / {self.space}"),
             ("dataset", self.dataset), ("genotype", self.genotype), ("learning rate", lr_text),

@@ -4,7 +4,10 @@ Adding a baseline to raysearch.baselines.BASELINES adds it here.
 """
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 from collections import defaultdict
 
 import pyarrow.parquet as pq
@@ -15,8 +18,9 @@ from ray import tune
 import raysearch
 from raysearch.baselines import BASELINES
 from raysearch.baselines.sweep import EpochBudget
-from raysearch.config import ConfigError, from_dict
+from raysearch.config import ConfigError, from_dict, load_config
 from tests.conftest import TINY
+from tests.test_config import ROOT
 from tests.test_run import KillOnce
 
 # Sequential trials so the order of results, and with it every model-based suggestion, is reproducible.
@@ -145,3 +149,27 @@ def test_epoch_budget_counts_epochs_and_survives_a_restore():
     fresh.set_state(budget.get_state())
     fresh("t2", {"epoch": 2})
     assert fresh.used == 3 and fresh.stop_all()
+
+
+def test_every_baseline_ships_a_config():
+    for name in BASELINES:
+        config = load_config(ROOT / "configs" / f"{name}_nb201_digits.yaml")
+        assert config.search.algorithm == name and config.retrain.enabled
+
+
+def test_cli_runs_a_shipped_baseline_config_and_retrains_its_best(tmp_path):
+    """`raysearch run` end to end: sweep, selection, retraining with the selected float lr, files."""
+    cmd = [sys.executable, "-m", "raysearch.cli", "run", str(ROOT / "configs" / "random_nb201_digits.yaml"),
+           "--output-dir", str(tmp_path), "--set", "search.epochs=1", "--set", "search.budget_epochs=2",
+           "--set", "retrain.epochs=1", "--set", "space.channels=4", "--set", "space.cells_per_stage=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rows = pq.read_table(tmp_path / "results.parquet").to_pylist()
+    assert [r["role"] for r in rows] == ["search", "search", "retrain"]
+    best = max(rows[:2], key=lambda r: r["val_accuracy"])
+    assert summary["genotype"] == best["genotype"] == rows[2]["genotype"]
+    assert summary["hparams"]["lr"] == json.loads(best["config"])["lr"] == json.loads(rows[2]["config"])["lr"]
+    assert summary["test_accuracy"] == rows[2]["test_accuracy"] and summary["extra"]["trials"] == 2
+    assert "[search 00001 1/1]" in proc.stdout and "learning rate" in proc.stdout
