@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 import ConfigSpace
+import ray
 import torch
 from ray import tune
 from ray.tune import Callback
@@ -87,9 +88,20 @@ def to_configspace(joint: JointSpace, seed: int) -> ConfigSpace.ConfigurationSpa
     return space
 
 
+def _slots(config) -> int:
+    """How many trials the Ray cluster can run at once."""
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1.0) // config.ray.cpus_per_trial
+    if config.ray.gpus_per_trial:
+        slots = min(slots, resources.get("GPU", 0.0) // config.ray.gpus_per_trial)
+    return max(1, int(slots))
+
+
 def _sampler(config) -> BasicVariantGenerator:
-    """Tune's seeded random sampling (it takes its concurrency cap itself, not from TuneConfig)."""
-    return BasicVariantGenerator(random_state=config.seed, max_concurrent=config.search.options.max_concurrent or 0)
+    """Tune's seeded random sampling, creating no more trials than can run: by default Tune creates up to
+    200 ahead, and when the budget ends the unstarted ones would be left behind as empty trials."""
+    return BasicVariantGenerator(random_state=config.seed,
+                                 max_concurrent=config.search.options.max_concurrent or _slots(config))
 
 
 def random_search(config, joint: JointSpace) -> TuneParts:
