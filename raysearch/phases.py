@@ -190,6 +190,9 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
         raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
                              "trials unfinished")
+    for result in results:  # trials that ended paused, or paused when a resumed run was interrupted
+        tracker.end(tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": result.metrics["trial_id"]}),
+                    "FAILED" if _error(result) else "FINISHED")
     done = [r for r in results if _error(r) is None and "val_acc" in (r.metrics or {})]
     if not done:
         raise RunFailed(f"every one of the {len(results)} sweep trials failed; first: "

@@ -6,6 +6,7 @@ Adding a baseline to raysearch.baselines.BASELINES adds it here.
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -173,3 +174,30 @@ def test_cli_runs_a_shipped_baseline_config_and_retrains_its_best(tmp_path):
     assert summary["hparams"]["lr"] == json.loads(best["config"])["lr"] == json.loads(rows[2]["config"])["lr"]
     assert summary["test_accuracy"] == rows[2]["test_accuracy"] and summary["extra"]["trials"] == 2
     assert "[search 00001 1/1]" in proc.stdout and "learning rate" in proc.stdout
+
+
+def test_ctrl_c_mid_sweep_then_resume_continues_the_pyramid(tmp_path):
+    """RANK-NOSH (searcher state, paused trials) interrupted by Ctrl-C, then `raysearch resume`."""
+    import yaml
+
+    from tests.test_run import _cli, _start_and_stop_at
+
+    config = {**{k: v for k, v in TINY.items() if k != "search"}, "retrain": {"epochs": 1},
+              "search": {"algorithm": "rank_nosh", **BUDGET, "budget_epochs": 15, "lr_range": [0.01, 0.5],
+                         **{k: v for k, v in OWN["rank_nosh"].items() if k != "lr_range"}}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    driver, stderr, run_dir = _start_and_stop_at(tmp_path, "sweep.yaml", "[search ",
+                                                 lambda d: os.kill(d.pid, signal.SIGINT), after=4)
+    assert driver.returncode == 130, stderr[-3000:]
+    assert not (run_dir / "summary.json").exists()
+    proc = _cli("resume", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = pq.read_table(run_dir / "results.parquet").to_pylist()
+    search = [r for r in rows if r["role"] == "search"]
+    assert [r["role"] for r in rows[len(search):]] == ["retrain"] and summary["extra"]["trials"] == len(search)
+    assert sum(r["epochs"] for r in search) <= 15  # the budget spent before the interruption still counts
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    children = client.search_runs([summary["mlflow_experiment_id"]],
+                                  f"tags.mlflow.parentRunId = '{summary['mlflow_parent_run_id']}'")
+    assert len(children) == len(search) + 1 and all(c.info.status == "FINISHED" for c in children)

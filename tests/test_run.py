@@ -144,23 +144,30 @@ def test_cli_rejects_missing_data_before_starting_ray(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def _start_and_stop_at(tmp_path, line_prefix: str, stop):
-    """Start `raysearch run slow.yaml` (30 search epochs) and call `stop(driver)` once it prints `line_prefix`."""
-    import threading
-
+def _write_slow_config(tmp_path) -> str:
+    """A TINY search of 30 epochs, so there is time to stop it."""
     import yaml
 
     config = {**TINY, "search": {**TINY["search"], "epochs": 30}, "retrain": {"epochs": 1}}
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(config))
+    return "slow.yaml"
+
+
+def _start_and_stop_at(tmp_path, config: str, line_prefix: str, stop, after: int = 1):
+    """Start `raysearch run CONFIG` and call `stop(driver)` once it has printed `after` lines
+    starting with `line_prefix`."""
+    import threading
+
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "run", "slow.yaml", "--output-dir", "out"],
+    driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "run", config, "--output-dir", "out"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL, start_new_session=True)
     watchdog = threading.Timer(300, lambda: os.killpg(driver.pid, signal.SIGKILL))
     watchdog.start()
     try:
         for line in driver.stdout:
-            if line.startswith(line_prefix):
+            after -= line.startswith(line_prefix)
+            if after == 0:
                 stop(driver)
                 break
         driver.wait(timeout=120)
@@ -191,7 +198,7 @@ def _resume_and_check(tmp_path, run_dir):
 
 def test_resume_after_the_driver_is_killed(tmp_path):
     """kill -9 of `raysearch run` mid-search; `raysearch resume` continues from the last checkpoint."""
-    driver, _, run_dir = _start_and_stop_at(tmp_path, "[search 3/30]",
+    driver, _, run_dir = _start_and_stop_at(tmp_path, _write_slow_config(tmp_path), "[search 3/30]",
                                             lambda d: os.killpg(d.pid, signal.SIGKILL))
     assert driver.returncode == -signal.SIGKILL and not (run_dir / "summary.json").exists()
     _resume_and_check(tmp_path, run_dir)
@@ -203,7 +210,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
 
 
 def test_ctrl_c_stops_with_exit_130_and_resume_finishes(tmp_path):
-    driver, stderr, run_dir = _start_and_stop_at(tmp_path, "[search 3/30]",
+    driver, stderr, run_dir = _start_and_stop_at(tmp_path, _write_slow_config(tmp_path), "[search 3/30]",
                                                  lambda d: os.kill(d.pid, signal.SIGINT))
     assert driver.returncode == 130, stderr[-3000:]
     assert "raysearch resume" in stderr and not (run_dir / "summary.json").exists()
