@@ -112,10 +112,10 @@ def _error(result) -> str | None:
 def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotype: str | None = None,
         val: float | None = None, test: float | None = None) -> dict:
     """One results.parquet row (see raysearch.results.RESULT_SCHEMA)."""
-    metrics = result.metrics or {}
+    metrics, error = result.metrics or {}, _error(result)
     return {
         "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id"),
-        "status": "ERROR" if _error(result) else "TERMINATED", "error": _error(result),
+        "status": "ERROR" if error else "TERMINATED", "error": error,
         "epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s"),
         "genotype": genotype, "val_accuracy": val, "test_accuracy": test,
         "metrics": json.dumps(numeric_metrics(metrics)), "config": json.dumps(trial_config, default=str),
