@@ -29,7 +29,8 @@ from raysearch.config import load_config  # noqa: E402
 from raysearch.data import load_splits  # noqa: E402
 from raysearch.memory import saved_tensor_bytes  # noqa: E402
 from raysearch.relax import gumbel_hard  # noqa: E402
-from raysearch.search import SearchLoop, build_space  # noqa: E402
+from raysearch.search import SearchLoop  # noqa: E402
+from raysearch.spaces import build_space  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "autohas_nb201_digits.yaml"
 MULTIPLIERS = {3: [0.5, 1.0, 2.0], 9: None, 27: [0.05 * 1.25**i for i in range(27)]}
@@ -71,7 +72,7 @@ def time_ratio(steps: int, channels: int) -> tuple[float, float, float]:
 
     paths = _timed(path_step, batches)
 
-    net = build_space(config, splits).network(algo.derive().genotype)
+    net = build_space(config.space, splits.shape).network(algo.derive().genotype)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
     def train_step(train, _val):

@@ -39,10 +39,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SpaceConfig:
+    """The space's name; its own options (widths, depths) sit beside it in YAML."""
+
     name: str = spec("nb201", choices="spaces")  # name in raysearch.spaces.SPACES
-    channels: int = spec(16, ge=1)  # width C of the first stage (NB201: 16)
-    cells_per_stage: int = spec(5, ge=1)  # cells N per stage
-    stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)
+    options: typing.Any = None  # the space's config dataclass, built from the remaining keys
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ class ExperimentConfig:
     name: str  # experiment name: run directory prefix and default MLflow experiment
     seed: int = spec(0, ge=0)  # seeds weights, sampling and batch order of the search
     data: DataConfig = DataConfig()
-    space: SpaceConfig = SpaceConfig()
-    search: SearchConfig = SearchConfig()
+    space: SpaceConfig = None  # built by from_dict: the space's options depend on its name
+    search: SearchConfig = None  # built by from_dict: the algorithm's options depend on its name
     training: TrainingConfig = TrainingConfig()
     retrain: RetrainConfig = RetrainConfig()
     ray: RayConfig = RayConfig()
@@ -106,8 +106,8 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """Plain nested dict in the YAML layout (algorithm options flattened into `search`)."""
         out = dataclasses.asdict(self)
-        options = out["search"].pop("options") or {}
-        out["search"].update(options)
+        for section in ("space", "search"):
+            out[section].update(out[section].pop("options") or {})
         return _lists(out)
 
     def to_yaml(self) -> str:
@@ -137,6 +137,12 @@ def _registry_names(kind: str):
     else:  # "algorithms": differentiable searches and black-box baselines share `search.algorithm`
         return sorted(_search_options())
     return sorted(reg)
+
+
+def _space_options() -> dict[str, type]:
+    from raysearch.spaces import SPACES
+
+    return {name: entry.config_type for name, entry in SPACES.items()}
 
 
 def _search_options() -> dict[str, type]:
@@ -225,21 +231,24 @@ def build(cls, data, path: str = ""):
     return cls(**values)
 
 
-def _build_search(data, path="search") -> SearchConfig:
-    """The common search fields, then the chosen algorithm's own options from the rest."""
+def _build_named(cls, key: str, option_types, data, path: str):
+    """A section whose `key` field names an entry with its own options: the common fields of `cls`,
+    then the entry's options dataclass from the remaining keys (e.g. search.algorithm, space.name)."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {data!r}")
     data = dict(data or {})
-    common = {k: data.pop(k) for k in [f.name for f in dataclasses.fields(SearchConfig)] if k in data}
+    common = {k: data.pop(k) for k in [f.name for f in dataclasses.fields(cls)] if k in data}
     if "options" in common:
-        raise ConfigError(f"{path}.options: unknown field; put the algorithm's options directly under {path}")
-    base = build(SearchConfig, common, path)
-    option_type = _search_options()[base.algorithm]
+        raise ConfigError(f"{path}.options: unknown field; put the options directly under {path}")
+    base = build(cls, common, path)
+    option_type = option_types()[getattr(base, key)]
     try:
         options = build(option_type, data, path)
         if hasattr(options, "check"):  # checks that span the common fields and the options
             options.check(base)
     except ConfigError as err:
         if "unknown field" in str(err):
-            common_names = [f.name for f in dataclasses.fields(SearchConfig) if f.name != "options"]
+            common_names = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
             accepted = common_names + [f.name for f in dataclasses.fields(option_type)]
             raise ConfigError(str(err).split(";")[0] + f"; accepted: {', '.join(accepted)}") from None
         raise
@@ -250,8 +259,9 @@ def from_dict(data) -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)
-    search = _build_search(data.pop("search", None))
-    return dataclasses.replace(build(ExperimentConfig, data), search=search)
+    space = _build_named(SpaceConfig, "name", _space_options, data.pop("space", None), "space")
+    search = _build_named(SearchConfig, "algorithm", _search_options, data.pop("search", None), "search")
+    return dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
 
 
 def _apply_override(data: dict, assignment: str) -> None:

@@ -170,11 +170,11 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
 
     from raysearch.baselines import BASELINES
     from raysearch.joint import JointSpace
-    from raysearch.spaces import SPACES
+    from raysearch.spaces import build_space
     from trainables.train import train_trainable
 
     options, epochs = config.search.options, config.search.epochs
-    joint = JointSpace(SPACES[config.space.name], options.lr_range, options.weight_decay_range)
+    joint = JointSpace(build_space(config.space), options.lr_range, options.weight_decay_range)
     parts = BASELINES[config.search.algorithm].build(config, joint)
     trainable = tune.with_parameters(train_trainable, experiment=config.to_dict())
     started = time.monotonic()
@@ -211,11 +211,12 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
     """Retrain the selected configuration on search-train + search-val and test it; returns its Result."""
     from ray import tune
 
-    from raysearch.spaces import SPACES
+    from raysearch.spaces import build_space
     from trainables.train import train_trainable
 
     per_step = isinstance(selected.hparams["lr"], list)
-    space = {**SPACES[config.space.name].to_choices(SPACES[config.space.name].parse(selected.genotype)),
+    searched = build_space(config.space)
+    space = {**searched.to_choices(searched.parse(selected.genotype)),
              "lr": "replayed per step" if per_step else selected.hparams["lr"],
              "weight_decay": selected.hparams["weight_decay"], "epochs": config.retrain_epochs, "holdout": "test"}
     # The experiment and a per-step lr list go through Ray's object store, not into every Tune result.

@@ -10,13 +10,8 @@ import torch
 from raysearch.algorithms import ALGORITHMS, SearchAlgorithm
 from raysearch.config import ExperimentConfig
 from raysearch.data import BatchStream, Splits
-from raysearch.spaces import SPACES
+from raysearch.spaces import build_space
 from raysearch.training import accuracy
-
-
-def build_space(config: ExperimentConfig, splits: Splits):
-    s = config.space
-    return SPACES[s.name](s.channels, s.cells_per_stage, s.stages, splits.shape)
 
 
 class SearchLoop:
@@ -34,7 +29,7 @@ class SearchLoop:
         search = config.search
         steps_per_epoch = len(splits.train[0]) // search.batch_size
         algorithm = ALGORITHMS[search.algorithm].build(
-            build_space(config, splits), search.options, config.training,
+            build_space(config.space, splits.shape), search.options, config.training,
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
         )
         return cls(algorithm, splits, search.batch_size, config.seed, device)

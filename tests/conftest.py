@@ -48,3 +48,18 @@ def ray_session(tmp_path_factory):
              _temp_dir=str(tmp_path_factory.mktemp("ray", numbered=True)))
     yield
     ray.shutdown()
+
+
+# The smallest useful options of every space in raysearch.spaces.SPACES (contract tests run each).
+TINY_SPACES = {
+    "nb201": {"channels": 4, "cells_per_stage": 1, "stages": 1},
+    "darts": {"channels": 4, "layers": 3, "stem_multiplier": 1},
+    "mbconv": {"width_multiplier": 0.1, "depth_multiplier": 0.1},
+}
+
+
+def tiny_space(name: str, data=None):
+    from raysearch.spaces import SPACES
+
+    entry = SPACES[name]
+    return entry.build(entry.config_type(**TINY_SPACES[name]), data)

@@ -57,7 +57,7 @@ def test_weight_step_is_torch_sgd_and_validation_sees_the_updated_weights(nester
         val = quadratic_batch(DIM, 1.0, torch.randn(DIM, generator=gen), gen)
         metrics = algo.step(train, val)
         sgd.zero_grad()
-        ones = torch.ones(1, 1)
+        ones = {"arch": torch.ones(1, 1)}
         torch.nn.functional.cross_entropy(reference(train[0], ones), train[1]).backward()
         sgd.step()
         assert torch.allclose(algo.net.w, reference.w, atol=1e-6)
@@ -90,7 +90,7 @@ def test_encoding_gradients_equal_those_through_explicit_per_basis_weight_copies
     lr_p, _ = gumbel_hard(lr_logits, options.tau, sampler)
     wd_p, _ = gumbel_hard(wd_logits, options.tau, sampler)
     w = w0.clone().requires_grad_()
-    ones = torch.ones(1, 1)
+    ones = {"arch": torch.ones(1, 1)}
     g = torch.autograd.grad(torch.nn.functional.cross_entropy(algo.net(train[0], ones) * 0 + functional_call(
         algo.net, {"w": w}, (train[0], ones)), train[1]), w)[0]
     m, copies = 0.9, []
@@ -170,8 +170,8 @@ def test_same_seed_same_search_and_other_seed_differs(digits):
     a, b, c = (SearchLoop.from_config(tiny_config(seed=s), digits) for s in (0, 0, 1))
     for loop in (a, b, c):
         _run(loop, 1)
-    assert torch.equal(a.algorithm.enc["arch"], b.algorithm.enc["arch"])
-    assert not torch.equal(a.algorithm.enc["arch"], c.algorithm.enc["arch"])
+    assert torch.equal(a.algorithm.enc["cell"], b.algorithm.enc["cell"])
+    assert not torch.equal(a.algorithm.enc["cell"], c.algorithm.enc["cell"])
 
 
 def test_divergence_raises_a_clear_error(digits):

@@ -10,16 +10,17 @@ from scipy.stats import spearmanr
 from raysearch.baselines.pyramid import Member, RankNosh
 from raysearch.joint import JointSpace
 from raysearch.predictors import LOSSES, PairwiseRanker
-from raysearch.spaces import SPACES
+from raysearch.spaces import NB201Config, NB201Space
 
-JOINT = JointSpace(SPACES["nb201"], (0.01, 0.5), (1e-5, 1e-2))
+SPACE = NB201Space(NB201Config())
+JOINT = JointSpace(SPACE, (0.01, 0.5), (1e-5, 1e-2))
 _VALUES = random.Random(42)
-OP_VALUE = {(key, op): _VALUES.gauss(0, 1) for key, ops in SPACES["nb201"].choices().items() for op in ops}
+OP_VALUE = {(key, op): _VALUES.gauss(0, 1) for key, ops in SPACE.choices().items() for op in ops}
 
 
 def quality(config: dict) -> float:
     """The benchmark's known final quality: additive op values, an edge interaction, an lr optimum at 0.1."""
-    arch = sum(OP_VALUE[key, config[key]] for key in SPACES["nb201"].choice_keys)
+    arch = sum(OP_VALUE[key, config[key]] for key in SPACE.choice_keys)
     interaction = 1.0 if config["edge_1_0"] == config["edge_3_2"] == "nor_conv_3x3" else 0.0
     return arch + interaction - (math.log10(config["lr"]) + 1.0) ** 2
 

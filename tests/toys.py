@@ -19,23 +19,29 @@ class QuadraticNet(nn.Module):
     def forward(self, x, weights, active=None):
         q = 0.5 * (x[:, :-1] @ self.w - x[:, -1]) ** 2
         logits = torch.stack([-(q + 20.0), torch.zeros_like(q)], dim=1)
-        return logits * weights[0, 0]  # the (1-choice) architecture stays in the graph
+        return logits * weights["arch"][0, 0]  # the (1-choice) architecture stays in the graph
 
 
 class ToySpace:
+    """The parts of raysearch.spaces.Space a search algorithm uses."""
+
     name = "toy"
-    edge_names = ("e",)
-    op_names = ("w",)
-    encoding_shape = (1, 1)
+    encodings = {"arch": (("e",), ("w",))}
 
     def __init__(self, dim: int):
         self.dim = dim
 
+    def encoding_shapes(self):
+        return {"arch": (1, 1)}
+
     def supernet(self):
         return QuadraticNet(self.dim)
 
-    def genotype(self, indices):
-        return tuple(indices)
+    def derive(self, weights):
+        return tuple(weights["arch"].argmax(-1).tolist())
+
+    def derived_weights(self, genotype):
+        return {"arch": torch.ones(1, 1)}
 
 
 def quadratic_batch(dim: int, curvature: float, target: torch.Tensor, gen: torch.Generator):

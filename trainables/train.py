@@ -28,7 +28,7 @@ from ray import tune
 from raysearch.config import from_dict
 from raysearch.data import load_splits
 from raysearch.retrain import TrainLoop
-from raysearch.search import build_space
+from raysearch.spaces import build_space
 from raysearch.training import DIVERGED, DivergenceError, pick_device
 from trainables.common import quiet_ray_logs, report, restore
 
@@ -44,7 +44,7 @@ def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | N
         raise ValueError(f"holdout must be one of {HOLDOUTS}, got {config['holdout']!r}")
     cfg = from_dict(experiment)
     splits = _splits(cfg.data)
-    space = build_space(cfg, splits)
+    space = build_space(cfg.space, splits.shape)
     train, holdout = ((splits.train, {"val": splits.val}) if config["holdout"] == "val"
                       else (splits.train_and_val(), {"test": splits.test}))
     torch.manual_seed(cfg.seed)  # the network's initial weights: the same for every configuration

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from raysearch.algorithms.base import SearchAlgorithm, SearchResult
+from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
 from raysearch.config import TrainingConfig, spec
 from raysearch.relax import entropy, gumbel_hard
 from raysearch.training import check_finite, scheduled_lr
@@ -61,11 +61,12 @@ class AutoHAS(SearchAlgorithm):
         self.names = [n for n, _ in self.net.named_parameters()]
         self.momentum = [torch.zeros_like(p) for p in self.weights]
         # Encodings are logits kept apart from the weights; all start at zero (uniform).
+        self.arch_names = tuple(space.encodings)
         self.enc = torch.nn.ParameterDict({
-            "arch": torch.zeros(space.encoding_shape), "lr": torch.zeros(len(options.lr_multipliers)),
-            "wd": torch.zeros(len(options.wd_multipliers)),
+            **{name: torch.zeros(shape) for name, shape in space.encoding_shapes().items()},
+            "lr": torch.zeros(len(options.lr_multipliers)), "wd": torch.zeros(len(options.wd_multipliers)),
         }).to(self.device)
-        self.arch, self.lr_logits, self.wd_logits = self.enc["arch"], self.enc["lr"], self.enc["wd"]
+        self.lr_logits, self.wd_logits = self.enc["lr"], self.enc["wd"]
         self.lr_mult = torch.tensor(options.lr_multipliers, device=self.device)
         self.wd_basis = training.weight_decay * torch.tensor(options.wd_multipliers, device=self.device)
         self.optimizer = torch.optim.Adam(
@@ -95,14 +96,16 @@ class AutoHAS(SearchAlgorithm):
         xv, yv = (t.to(self.device) for t in val_batch)
         # (1) one sample of every encoding, shared by all cells and both halves of the step
         tau = self.options.tau
-        arch_w, active = gumbel_hard(self.arch, tau, self.generator)
-        active = active.tolist()  # one host copy, shared by both forward passes
+        arch_w, active = {}, {}
+        for name in self.arch_names:
+            arch_w[name], index = gumbel_hard(self.enc[name], tau, self.generator)
+            active[name] = index.tolist()  # one host copy, shared by both forward passes
         lr_p, _ = gumbel_hard(self.lr_logits, tau, self.generator)
         wd_p, _ = gumbel_hard(self.wd_logits, tau, self.generator)
         base_lr = scheduled_lr(self.training.lr, self.steps, self.total_steps, self.training.lr_schedule)
 
         # (2) training gradient of the sampled architecture
-        logits = self.net(x, arch_w.detach(), active)
+        logits = self.net(x, {k: w.detach() for k, w in arch_w.items()}, active)
         loss = F.cross_entropy(logits, y)
         check_finite(loss, "training loss", self.steps)
         # Unsampled ops get no gradient: zeros, so their weights still decay and keep momentum.
@@ -141,7 +144,7 @@ class AutoHAS(SearchAlgorithm):
             "val_loss": val_loss.item(),
             "val_acc": (val_logits.argmax(1) == yv).float().mean().item(),
             "sampled_lr": lr, "sampled_wd": wd,
-            "arch_entropy": entropy(self.arch).item(),
+            "arch_entropy": sum(entropy(self.enc[n]).item() for n in self.arch_names) / len(self.arch_names),
             "lr_entropy": entropy(self.lr_logits).item(),
             "wd_entropy": entropy(self.wd_logits).item(),
         }
@@ -154,7 +157,7 @@ class AutoHAS(SearchAlgorithm):
         return lr_factor, (self.wd_logits.softmax(-1) * self.wd_basis).sum().item()
 
     def derive(self) -> SearchResult:
-        genotype = self.space.genotype(self.arch.argmax(-1).tolist())
+        genotype = self.space.derive({name: self.enc[name].detach() for name in self.arch_names})
         lr_factor, wd = self._derived_hparams()
         return SearchResult(genotype, {"lr": list(self.lr_history), "lr_factor": lr_factor, "weight_decay": wd})
 
@@ -162,14 +165,13 @@ class AutoHAS(SearchAlgorithm):
         return {name: t.detach().softmax(-1).cpu() for name, t in self.enc.items()}
 
     def encoding_labels(self) -> dict[str, tuple]:
-        return {"arch": (list(self.space.edge_names), list(self.space.op_names)),
+        return {**{name: (list(rows), list(ops)) for name, (rows, ops) in self.space.encodings.items()},
                 "lr": (None, [f"x{m:g}" for m in self.options.lr_multipliers]),
                 "wd": (None, [f"x{m:g}" for m in self.options.wd_multipliers])}
 
     @torch.no_grad()
     def derived_logits(self, x):
-        index = self.arch.argmax(-1)
-        return self.net(x, F.one_hot(index, self.arch.shape[-1]).float(), index)
+        return derived_forward(self.net, self.space, self.derive().genotype, x)
 
     # -- checkpointing -----------------------------------------------------------
     def state_dict(self) -> dict:

@@ -48,3 +48,9 @@ class SearchAlgorithm(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def derived_forward(net, space, genotype, x: torch.Tensor) -> torch.Tensor:
+    """The supernet's output when it computes only `genotype` (one op per kept edge)."""
+    weights = {name: w.to(x.device) for name, w in space.derived_weights(genotype).items()}
+    return net(x, weights, {name: w.argmax(-1).tolist() for name, w in weights.items()})

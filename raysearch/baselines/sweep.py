@@ -28,7 +28,7 @@ from raysearch.data import load_splits
 from raysearch.joint import Categorical, JointSpace
 from raysearch.predictors import PairwiseRanker
 from raysearch.proxies import PROXIES
-from raysearch.search import build_space
+from raysearch.spaces import build_space
 
 METRIC, MODE, TIME_ATTR = "val_acc", "max", "epoch"
 
@@ -137,7 +137,7 @@ def proxy_level(config, joint: JointSpace) -> list[tuple[dict, float]]:
     """`proxy_samples` random configurations scored by the zero-cost proxy on one search-train minibatch."""
     options = config.search.options
     splits = load_splits(config.data)
-    space = build_space(config, splits)
+    space = build_space(config.space, splits.shape)
     generator = torch.Generator().manual_seed(config.seed)
     batch = torch.randperm(len(splits.train[0]), generator=generator)[: config.search.batch_size]
     x, y = splits.train[0][batch], splits.train[1][batch]

@@ -1,26 +1,24 @@
-"""NAS-Bench-201: the 4-node cell, its genotype string, supernet and fixed network."""
+"""NAS-Bench-201: the 4-node cell, its genotype string, supernet and fixed network, and the space."""
 
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from raysearch.config import spec
+from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
 from raysearch.spaces.mixed import mixed_forward
 from raysearch.spaces.ops import OPS, ReLUConvBN
 
+ENCODING = "cell"  # the one architecture encoding: the op of each edge, shared by all cells
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to, from) per edge; the row order of the [6, 5] architecture encoding.
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 _ENTRY = re.compile(r"([a-z0-9_]+)~(\d+)")
-
-
-class GenotypeError(ValueError):
-    """A genotype string or value that does not describe a cell of the space."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +70,6 @@ class NB201Genotype:
                     raise GenotypeError(f"node {node} entry {src} must read 'op~{src}', got {entry!r}")
                 ops.append(match.group(1))
         return cls(tuple(ops))
-
-    def to_json(self) -> str:
-        return json.dumps({"space": self.space, "arch": self.to_string()})
-
-    @classmethod
-    def from_json(cls, text: str) -> "NB201Genotype":
-        data = json.loads(text)
-        if data.get("space") != cls.space:
-            raise GenotypeError(f"not an NB201 genotype: {text!r}")
-        return cls.from_string(data["arch"])
 
     @classmethod
     def all(cls):
@@ -149,8 +137,8 @@ class NB201Skeleton:
 class NB201Network(nn.Module):
     """Stem -> N cells -> (reduction -> N cells) per further stage -> head.
 
-    A supernet when every edge holds all candidates (forward takes the [6, 5]
-    mixing weights and, for hard sampling, the active op per edge); a fixed
+    A supernet when every edge holds all candidates (forward takes {"cell": [6, 5]
+    mixing weights} and, for hard sampling, {"cell": the active op per edge}); a fixed
     network when every edge holds one op (forward takes only the input).
     As in the NB201 search code, only the cells' BN is non-affine in a supernet
     (`cell_affine=False`); stem, reductions and head keep affine BN.
@@ -177,10 +165,68 @@ class NB201Network(nn.Module):
         )
         self.classifier = nn.Linear(width, skeleton.num_classes)
 
-    def forward(self, x, weights: torch.Tensor | None = None, active=None):
+    def edges(self):
+        """(encoding name, row, candidate ops) of every mixed edge."""
+        for block in self.blocks:
+            if isinstance(block, Cell):
+                yield from ((ENCODING, k, ops) for k, ops in enumerate(block.edges))
+
+    def forward(self, x, weights: dict | None = None, active: dict | None = None):
+        weights = None if weights is None else weights[ENCODING]
+        active = None if active is None else active[ENCODING]
         if active is not None:  # one device-to-host copy per forward, not one per edge
             active = active.tolist() if torch.is_tensor(active) else list(active)
         x = self.stem(x)
         for block in self.blocks:
             x = block(x, weights, active) if isinstance(block, Cell) else block(x)
         return self.classifier(self.head(x))
+
+
+@dataclass(frozen=True)
+class NB201Config:
+    channels: int = spec(16, ge=1)  # width C of the first stage (NB201: 16)
+    cells_per_stage: int = spec(5, ge=1)  # cells N per stage (NB201: 5)
+    stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)
+
+
+class NB201Space(Space):
+    """NAS-Bench-201 cells in the NB201 macro skeleton; derivation is argmax per edge (`none` included)."""
+
+    name = "nb201"
+    op_names = OP_NAMES
+    edge_names = tuple(f"{dst}<-{src}" for dst, src in EDGES)
+    # Plain identifiers: they become Tune config keys, ConfigSpace names and MLflow params.
+    choice_keys = tuple(f"edge_{dst}_{src}" for dst, src in EDGES)
+
+    @property
+    def encodings(self):
+        return {ENCODING: (self.edge_names, self.op_names)}
+
+    def _skeleton(self, candidates):
+        o = self.options
+        return NB201Skeleton(o.channels, o.cells_per_stage, o.stages, self.data.in_channels,
+                             self.data.num_classes, tuple(candidates))
+
+    def supernet(self) -> NB201Network:
+        return NB201Network(self._skeleton([self.op_names] * len(EDGES)), cell_affine=False, track=False)
+
+    def network(self, genotype: NB201Genotype) -> NB201Network:
+        return NB201Network(self._skeleton([(op,) for op in genotype.ops]), cell_affine=True, track=True)
+
+    def derive(self, weights) -> NB201Genotype:
+        return NB201Genotype.from_indices(weights[ENCODING].argmax(-1).tolist())
+
+    def derived_weights(self, genotype: NB201Genotype):
+        return {ENCODING: one_hot_rows(self.op_names, genotype.ops)}
+
+    def parse(self, text: str) -> NB201Genotype:
+        return NB201Genotype.from_string(text)
+
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        return {key: self.op_names for key in self.choice_keys}
+
+    def from_choices(self, values: dict) -> NB201Genotype:
+        return NB201Genotype(tuple(str(values[key]) for key in self.choice_keys))
+
+    def to_choices(self, genotype: NB201Genotype) -> dict[str, str]:
+        return dict(zip(self.choice_keys, genotype.ops))

@@ -1,4 +1,4 @@
-"""The one table of candidate operations, keyed by the names genotypes use.
+"""The one table of candidate operations, keyed by the names genotypes use (NB201, DARTS, MBConv).
 
 Each entry builds a module from (C_in, C_out, stride, affine, track_running_stats).
 Search-time supernets pass affine=False, track_running_stats=False (batch
@@ -21,6 +21,46 @@ class ReLUConvBN(nn.Sequential):
             nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track),
         )
+
+
+class DilConv(nn.Sequential):
+    """ReLU -> depthwise (dilated) conv -> pointwise conv -> BN (DARTS)."""
+
+    def __init__(self, c_in, c_out, kernel, stride, padding, dilation, affine=True, track=True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked DilConvs without dilation, the first strided (DARTS's separable conv)."""
+
+    def __init__(self, c_in, c_out, kernel, stride, padding, affine=True, track=True):
+        super().__init__(DilConv(c_in, c_in, kernel, stride, padding, 1, affine, track),
+                         DilConv(c_in, c_out, kernel, 1, padding, 1, affine, track))
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: 1x1 expansion -> depthwise kxk (strided) -> 1x1 projection, BN after each, ReLU6
+    after the first two; a residual connection when the shape is kept (MobileNetV2)."""
+
+    def __init__(self, c_in, c_out, kernel, stride, expansion, affine=True, track=True):
+        super().__init__()
+        hidden = c_in * expansion
+        bn = lambda c: nn.BatchNorm2d(c, affine=affine, track_running_stats=track)  # noqa: E731
+        expand = [nn.Conv2d(c_in, hidden, 1, bias=False), bn(hidden), nn.ReLU6()] if expansion != 1 else []
+        self.body = nn.Sequential(
+            *expand,
+            nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False), bn(hidden), nn.ReLU6(),
+            nn.Conv2d(hidden, c_out, 1, bias=False), bn(c_out),
+        )
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
 
 
 class Zero(nn.Module):
@@ -74,10 +114,30 @@ def _pool(c_in, c_out, stride, affine, track):
     return nn.Sequential(ReLUConvBN(c_in, c_out, 1, 1, 0, affine, track), pool)
 
 
+def _max_pool(c_in, c_out, stride, affine, track):
+    pool = nn.MaxPool2d(3, stride=stride, padding=1)
+    if c_in == c_out:
+        return pool
+    return nn.Sequential(ReLUConvBN(c_in, c_out, 1, 1, 0, affine, track), pool)
+
+
+def _mbconv(kernel: int, expansion: int):
+    return lambda c_in, c_out, stride, affine, track: InvertedResidual(c_in, c_out, kernel, stride, expansion,
+                                                                       affine, track)
+
+
+MBCONV_OPS = tuple(f"mb_k{k}_e{e}" for k in (3, 5, 7) for e in (3, 6))  # kernel x expansion, AutoHAS's choices
+
 OPS = Registry("op", {
     "none": lambda c_in, c_out, stride, affine, track: Zero(c_in, c_out, stride),
     "skip_connect": _skip,
     "nor_conv_1x1": lambda c_in, c_out, stride, affine, track: ReLUConvBN(c_in, c_out, 1, stride, 0, affine, track),
     "nor_conv_3x3": lambda c_in, c_out, stride, affine, track: ReLUConvBN(c_in, c_out, 3, stride, 1, affine, track),
     "avg_pool_3x3": _pool,
+    "max_pool_3x3": _max_pool,
+    "sep_conv_3x3": lambda c_in, c_out, stride, affine, track: SepConv(c_in, c_out, 3, stride, 1, affine, track),
+    "sep_conv_5x5": lambda c_in, c_out, stride, affine, track: SepConv(c_in, c_out, 5, stride, 2, affine, track),
+    "dil_conv_3x3": lambda c_in, c_out, stride, affine, track: DilConv(c_in, c_out, 3, stride, 2, 2, affine, track),
+    "dil_conv_5x5": lambda c_in, c_out, stride, affine, track: DilConv(c_in, c_out, 5, stride, 4, 2, affine, track),
+    **{name: _mbconv(int(name[4]), int(name[-1])) for name in MBCONV_OPS},
 })

@@ -1,0 +1,149 @@
+"""The MobileNetV2-like space AutoHAS searches: kernel {3, 5, 7} x expansion {3, 6} per MBConv block.
+
+The skeleton is MobileNetV2's stage table with the CIFAR strides (stem and
+second stage unstrided, since the inputs are small); the width multiplier
+scales every width (rounded to multiples of 8) and the depth multiplier every
+stage's block count (rounded up). The first stage's expansion-1 block is fixed,
+as in MobileNetV2; every later block is searched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from raysearch.config import spec
+from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
+from raysearch.spaces.mixed import mixed_forward
+from raysearch.spaces.ops import MBCONV_OPS, OPS, InvertedResidual
+
+ENCODING = "blocks"  # one row per searched block
+# (expansion, width, blocks, stride) per stage: MobileNetV2's table, second stage unstrided for small images.
+STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+STEM, HEAD = 32, 1280
+SEPARATOR = "-"
+
+
+def _width(channels: float) -> int:
+    """MobileNetV2's rounding: the nearest multiple of 8, at least 8, and not below 90% of the request."""
+    rounded = max(8, int(channels + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * channels else rounded
+
+
+@dataclass(frozen=True)
+class MBConvGenotype:
+    """One op name per searched block, e.g. `mb_k5_e6`; the string joins them with '-'."""
+
+    ops: tuple[str, ...]
+
+    def __post_init__(self):
+        bad = [op for op in self.ops if op not in MBCONV_OPS]
+        if bad or not self.ops:
+            raise GenotypeError(f"unknown MBConv op(s) {bad or 'none given'}; known: {', '.join(MBCONV_OPS)}")
+
+    def to_string(self) -> str:
+        return SEPARATOR.join(self.ops)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+
+class MBConvNetwork(nn.Module):
+    """Stem -> fixed first block -> searched blocks (one mixed row each) -> 1x1 conv head -> linear."""
+
+    def __init__(self, blocks, candidates, in_channels, num_classes, width, affine, track):
+        super().__init__()
+        stem = _width(STEM * width)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(stem, track_running_stats=track), nn.ReLU6())
+        first = _width(STAGES[0][1] * width)
+        self.first = InvertedResidual(stem, first, 3, 1, 1, True, track)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(OPS[name](c_in, c_out, stride, affine, track) for name in names)
+            for (c_in, c_out, stride), names in zip(blocks, candidates)
+        )
+        head = _width(HEAD * width)  # scaled too, so that small variants stay small
+        self.head = nn.Sequential(nn.Conv2d(blocks[-1][1], head, 1, bias=False),
+                                  nn.BatchNorm2d(head, track_running_stats=track), nn.ReLU6(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(head, num_classes)
+
+    def edges(self):
+        """(encoding name, row, candidate ops) of every mixed block."""
+        return ((ENCODING, k, ops) for k, ops in enumerate(self.blocks))
+
+    def forward(self, x, weights: dict | None = None, active: dict | None = None):
+        weights = None if weights is None else weights[ENCODING]
+        active = None if active is None else active[ENCODING]
+        if active is not None:  # one device-to-host copy per forward, not one per block
+            active = active.tolist() if torch.is_tensor(active) else list(active)
+        x = self.first(self.stem(x))
+        for k, ops in enumerate(self.blocks):
+            x = mixed_forward(ops, x, None if weights is None else weights[k], None if active is None else active[k])
+        return self.classifier(self.head(x))
+
+
+@dataclass(frozen=True)
+class MBConvConfig:
+    width_multiplier: float = spec(1.0, gt=0.0)  # scales every width (AutoHAS's small variant: 0.3)
+    depth_multiplier: float = spec(1.0, gt=0.0)  # scales every stage's block count, rounded up (small variant: 0.3)
+
+
+class MBConvSpace(Space):
+    """Derivation: argmax per block."""
+
+    name = "mbconv"
+    op_names = MBCONV_OPS
+
+    def __init__(self, options: MBConvConfig, data=None):
+        super().__init__(options, data)
+        self.layout = []  # (c_in, c_out, stride) of every searched block
+        c_in = _width(STAGES[0][1] * options.width_multiplier)
+        for _, width, count, stride in STAGES[1:]:
+            c_out = _width(width * options.width_multiplier)
+            for i in range(math.ceil(count * options.depth_multiplier)):
+                self.layout.append((c_in, c_out, stride if i == 0 else 1))
+                c_in = c_out
+        self.block_names = tuple(f"block_{k}" for k in range(len(self.layout)))
+
+    @property
+    def encodings(self):
+        return {ENCODING: (self.block_names, self.op_names)}
+
+    def _network(self, candidates, affine, track):
+        return MBConvNetwork(self.layout, candidates, self.data.in_channels, self.data.num_classes,
+                             self.options.width_multiplier, affine, track)
+
+    def supernet(self) -> MBConvNetwork:
+        return self._network([self.op_names] * len(self.layout), affine=False, track=False)
+
+    def network(self, genotype: MBConvGenotype) -> MBConvNetwork:
+        self._check(genotype)
+        return self._network([(op,) for op in genotype.ops], affine=True, track=True)
+
+    def _check(self, genotype: MBConvGenotype) -> MBConvGenotype:
+        if len(genotype.ops) != len(self.layout):
+            raise GenotypeError(f"this mbconv space searches {len(self.layout)} blocks, the genotype has "
+                                f"{len(genotype.ops)}")
+        return genotype
+
+    def derive(self, weights) -> MBConvGenotype:
+        return MBConvGenotype(tuple(self.op_names[i] for i in weights[ENCODING].argmax(-1).tolist()))
+
+    def derived_weights(self, genotype: MBConvGenotype):
+        return {ENCODING: one_hot_rows(self.op_names, self._check(genotype).ops)}
+
+    def parse(self, text: str) -> MBConvGenotype:
+        return self._check(MBConvGenotype(tuple(text.strip().split(SEPARATOR))))
+
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        return {key: self.op_names for key in self.block_names}
+
+    def from_choices(self, values: dict) -> MBConvGenotype:
+        return MBConvGenotype(tuple(str(values[key]) for key in self.block_names))
+
+    def to_choices(self, genotype: MBConvGenotype) -> dict[str, str]:
+        return dict(zip(self.block_names, self._check(genotype).ops))
