@@ -28,7 +28,7 @@ from raysearch.config import DataConfig, TrainingConfig  # noqa: E402
 from raysearch.data import load_splits  # noqa: E402
 from raysearch.proxies import PROXIES  # noqa: E402
 from raysearch.retrain import TrainLoop  # noqa: E402
-from raysearch.spaces import NB201Config, NB201Space  # noqa: E402
+from raysearch.spaces import NB201SpaceConfig, NB201Space  # noqa: E402
 from raysearch.spaces.nb201 import EDGES, OP_NAMES, NB201Genotype  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     splits = load_splits(DataConfig(val_fraction=0.25))
-    space = NB201Space(NB201Config(args.channels, args.cells_per_stage, args.stages), splits.shape)
+    space = NB201Space(NB201SpaceConfig(args.channels, args.cells_per_stage, args.stages), splits.shape)
     order = torch.randperm(len(splits.train[0]), generator=torch.Generator().manual_seed(args.seed))
     idx = order[: args.batch_size]
     x, y = splits.train[0][idx], splits.train[1][idx]  # the same minibatch for every cell

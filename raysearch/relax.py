@@ -18,8 +18,7 @@ def gumbel_hard(logits: torch.Tensor, tau: float, generator: torch.Generator):
     The noise is drawn on the generator's device (CPU) so that a seeded search
     is reproducible on any device; a draw with inf/NaN is drawn again.
     """
-    if not torch.isfinite(logits).all():
-        raise DivergenceError("an architecture/HP encoding holds NaN or inf: the search diverged")
+    check_encoding(logits)
     log_p = F.log_softmax(logits, dim=-1)
     for _ in range(_MAX_DRAWS):
         noise = torch.empty(logits.shape).exponential_(generator=generator).log_().neg_()
@@ -37,3 +36,51 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of the categorical distributions softmax(logits) over the last dim."""
     log_p = F.log_softmax(logits, dim=-1)
     return -(log_p.exp() * log_p).sum(-1).mean()
+
+
+def check_encoding(logits: torch.Tensor) -> None:
+    if not torch.isfinite(logits).all():
+        raise DivergenceError("an architecture/HP encoding holds NaN or inf: the search diverged")
+
+
+def dirichlet(beta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """DrNAS: one reparameterised draw theta ~ Dirichlet(ELU(beta) + 1) per row (pathwise gradients).
+
+    Drawn on the CPU from the search's own generator state, so that a seeded
+    search is reproducible on any device and does not consume the global RNG.
+    """
+    check_encoding(beta)
+    concentration = F.elu(beta.cpu()) + 1.0
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(generator.get_state())
+        theta = torch.distributions.Dirichlet(concentration).rsample()
+        generator.set_state(torch.get_rng_state())
+    return theta.to(beta.device)
+
+
+def dirichlet_mean(beta: torch.Tensor) -> torch.Tensor:
+    concentration = F.elu(beta) + 1.0
+    return concentration / concentration.sum(-1, keepdim=True)
+
+
+def dirichlet_kl_to_uniform(beta: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of KL(Dir(ELU(beta) + 1) || Dir(1)): DrNAS's explicit regulariser."""
+    concentration = F.elu(beta) + 1.0
+    return torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration),
+                                             torch.distributions.Dirichlet(torch.ones_like(concentration))).sum()
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of every row of `v` onto the probability simplex (Duchi et al., 2008)."""
+    u, _ = torch.sort(v, dim=-1, descending=True)
+    cumulative = u.cumsum(-1) - 1.0
+    k = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
+    rho = (u - cumulative / k > 0).sum(-1, keepdim=True)
+    shift = cumulative.gather(-1, rho - 1) / rho.to(v.dtype)
+    return (v - shift).clamp(min=0.0)
+
+
+def uniform_perturbation(weights: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
+    """SDARTS-RS: weights + U[-epsilon, epsilon] noise, projected back onto the simplex."""
+    noise = (torch.rand(weights.shape, generator=generator) * 2.0 - 1.0) * epsilon
+    return project_simplex(weights + noise.to(weights.device))

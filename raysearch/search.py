@@ -31,6 +31,7 @@ class SearchLoop:
         algorithm = ALGORITHMS[search.algorithm].build(
             build_space(config.space, splits.shape), search.options, config.training,
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
+            steps_per_epoch=steps_per_epoch,
         )
         return cls(algorithm, splits, search.batch_size, config.seed, device)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from raysearch.algorithms import ALGORITHMS
 from raysearch.baselines import BASELINES
-from raysearch.config import ExperimentConfig
+from raysearch.config import ExperimentConfig, SearchConfig, SpaceConfig
+from raysearch.spaces import SPACES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -22,10 +23,14 @@ def _fields(cls, prefix=""):
 
 
 def test_every_config_field_is_in_the_readme():
-    names = list(_fields(ExperimentConfig))
+    # space and search are built by name: their common fields, then every entry's own options
+    names = [n for n in _fields(ExperimentConfig) if n not in ("space", "search")]
+    names += [*_fields(SpaceConfig, "space."), *_fields(SearchConfig, "search.")]
     for entry in [*ALGORITHMS.values(), *BASELINES.values()]:
         names += [f"search.{f.name}" for f in dataclasses.fields(entry.config_type)]
-    assert "search.epochs" in names and "tracking.uri" in names
+    for entry in SPACES.values():
+        names += [f"space.{f.name}" for f in dataclasses.fields(entry.config_type)]
+    assert {"search.epochs", "tracking.uri", "space.name", "space.layers"} <= set(names)
     missing = [n for n in names if f"`{n}`" not in README]
     assert not missing, f"document these config fields in README.md: {missing}"
 

@@ -10,17 +10,17 @@ from ray.tune.search.sample import Float as TuneFloat
 
 from raysearch.baselines.sweep import to_configspace, to_tune
 from raysearch.joint import Categorical, JointSpace, LogUniform
-from raysearch.spaces import NB201Config, NB201Space
+from raysearch.spaces import NB201SpaceConfig, NB201Space
 from raysearch.spaces.nb201 import NB201Genotype
 
 
 @pytest.fixture
 def joint():
-    return JointSpace(NB201Space(NB201Config()), (0.01, 0.5), (1e-5, 1e-2))
+    return JointSpace(NB201Space(NB201SpaceConfig()), (0.01, 0.5), (1e-5, 1e-2))
 
 
 def test_nb201_choices_round_trip_every_cell():
-    space = NB201Space(NB201Config())
+    space = NB201Space(NB201SpaceConfig())
     assert list(space.choices()) == ["edge_1_0", "edge_2_0", "edge_2_1", "edge_3_0", "edge_3_1", "edge_3_2"]
     for genotype in NB201Genotype.all():
         assert space.from_choices(space.to_choices(genotype)) == genotype
@@ -31,7 +31,7 @@ def test_samples_are_in_range_and_seeded(joint):
     assert a[0] == a[1]
     configs = [joint.sample(rng) for rng in [random.Random(0)] for _ in range(300)]
     assert all(0.01 <= c["lr"] <= 0.5 and 1e-5 <= c["weight_decay"] <= 1e-2 for c in configs)
-    assert {c["edge_1_0"] for c in configs} == set(NB201Space(NB201Config()).op_names)
+    assert {c["edge_1_0"] for c in configs} == set(NB201Space(NB201SpaceConfig()).op_names)
     # log-uniform: about half of the draws fall below the geometric midpoint
     assert 0.4 < sum(c["lr"] < math.sqrt(0.01 * 0.5) for c in configs) / len(configs) < 0.6
 
@@ -49,7 +49,7 @@ def test_mutation_changes_exactly_one_dimension(joint):
 
 
 def test_features_one_hot_then_log_positions(joint):
-    config = {**NB201Space(NB201Config()).to_choices(NB201Genotype.from_indices([0, 1, 2, 3, 4, 0])),
+    config = {**NB201Space(NB201SpaceConfig()).to_choices(NB201Genotype.from_indices([0, 1, 2, 3, 4, 0])),
               "lr": 0.5, "weight_decay": math.sqrt(1e-5 * 1e-2)}
     features = joint.features(config)
     assert len(features) == joint.num_features == 6 * 5 + 2

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from raysearch.spaces import DataShape, GenotypeError, NB201Config, NB201Genotype, NB201Space
+from raysearch.spaces import DataShape, GenotypeError, NB201SpaceConfig, NB201Genotype, NB201Space
 from raysearch.spaces.ops import OPS
 
 EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -48,7 +48,7 @@ def test_every_op_gives_the_output_shape(name, c_in, c_out, stride):
 
 
 def _space(stages=1, cells=1):
-    return NB201Space(NB201Config(channels=4, cells_per_stage=cells, stages=stages), DataShape(1, 8, 10))
+    return NB201Space(NB201SpaceConfig(channels=4, cells_per_stage=cells, stages=stages), DataShape(1, 8, 10))
 
 
 @pytest.mark.parametrize("stages", [1, 3])

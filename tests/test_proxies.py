@@ -8,7 +8,7 @@ from torch import nn
 
 from raysearch.proxies import PROXIES, flops, grad_norm, jacob_cov, naswot, num_params, snip, synflow
 from raysearch.registry import UnknownNameError
-from raysearch.spaces import DataShape, NB201Config, NB201Space
+from raysearch.spaces import DataShape, NB201SpaceConfig, NB201Space
 from raysearch.spaces.nb201 import NB201Genotype
 
 W1 = [[0.5, -1.0, 2.0], [-0.25, 0.75, -1.5], [1.0, 0.0, -0.5], [0.3, -0.2, 0.1]]  # 4 x 3
@@ -107,7 +107,7 @@ def test_num_params_and_flops_of_a_conv_linear_network():
 @pytest.mark.parametrize("name", sorted(PROXIES))
 def test_proxy_leaves_the_network_unchanged_and_is_finite(name, training):
     torch.manual_seed(0)
-    net = NB201Space(NB201Config(4, 1, 1), DataShape(1, 8, 10)).network(NB201Genotype.from_string(EXAMPLE)).train(training)
+    net = NB201Space(NB201SpaceConfig(4, 1, 1), DataShape(1, 8, 10)).network(NB201Genotype.from_string(EXAMPLE)).train(training)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x_before = x.clone()

@@ -10,9 +10,9 @@ from scipy.stats import spearmanr
 from raysearch.baselines.pyramid import Member, RankNosh
 from raysearch.joint import JointSpace
 from raysearch.predictors import LOSSES, PairwiseRanker
-from raysearch.spaces import NB201Config, NB201Space
+from raysearch.spaces import NB201SpaceConfig, NB201Space
 
-SPACE = NB201Space(NB201Config())
+SPACE = NB201Space(NB201SpaceConfig())
 JOINT = JointSpace(SPACE, (0.01, 0.5), (1e-5, 1e-2))
 _VALUES = random.Random(42)
 OP_VALUE = {(key, op): _VALUES.gauss(0, 1) for key, ops in SPACE.choices().items() for op in ops}

@@ -4,11 +4,11 @@ import pytest
 
 from raysearch.baselines.rea import RegularizedEvolution
 from raysearch.joint import JointSpace
-from raysearch.spaces import NB201Config, NB201Space
+from raysearch.spaces import NB201SpaceConfig, NB201Space
 
 
 def _joint():
-    return JointSpace(NB201Space(NB201Config()), (0.01, 0.5), (1e-5, 1e-2))
+    return JointSpace(NB201Space(NB201SpaceConfig()), (0.01, 0.5), (1e-5, 1e-2))
 
 
 def score(config) -> float:

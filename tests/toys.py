@@ -50,3 +50,41 @@ def quadratic_batch(dim: int, curvature: float, target: torch.Tensor, gen: torch
     a = q * (curvature * dim) ** 0.5  # rows a_i with mean_i a_i a_i^T = curvature * I
     x = torch.cat([a, (a @ target).unsqueeze(1)], dim=1)
     return x, torch.zeros(dim, dtype=torch.long)
+
+
+class SmoothNet(torch.nn.Module):
+    """A two-edge supernet of smooth ops (no ReLU kinks), where finite differences are accurate."""
+
+    def __init__(self, dim: int = 64, hidden: int = 6, classes: int = 10):
+        super().__init__()
+        self.stem = torch.nn.Linear(dim, hidden)
+        self.edges = torch.nn.ModuleList(
+            torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh()),
+                                 torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Softplus()),
+                                 torch.nn.Identity()]) for _ in range(2))
+        self.head = torch.nn.Linear(hidden, classes)
+
+    def forward(self, x, weights, active=None):
+        from raysearch.spaces.mixed import mixed_forward
+
+        h = self.stem(x.flatten(1))
+        for k, ops in enumerate(self.edges):
+            h = mixed_forward(ops, h, weights["arch"][k], None if active is None else active["arch"][k])
+        return self.head(h)
+
+
+class SmoothSpace:
+    """Two edges of three smooth ops over flattened 8x8 digits."""
+
+    name = "smooth"
+    encodings = {"arch": (("e0", "e1"), ("tanh", "softplus", "identity"))}
+    excluded_ops = ()
+
+    def encoding_shapes(self):
+        return {"arch": (2, 3)}
+
+    def supernet(self):
+        return SmoothNet()
+
+    def derive(self, weights):
+        return tuple(weights["arch"].argmax(-1).tolist())

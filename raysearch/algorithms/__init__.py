@@ -6,17 +6,25 @@ from dataclasses import dataclass
 
 from raysearch.algorithms.autohas import AutoHAS, AutoHASConfig
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult
+from raysearch.algorithms.darts import Darts, DartsConfig
+from raysearch.algorithms.drnas import DrNAS, DrNASConfig
+from raysearch.algorithms.gdas import GDAS, GDASConfig
+from raysearch.algorithms.sdarts_rs import SDartsRS, SDartsRSConfig
 from raysearch.registry import Registry
 
 
 @dataclass(frozen=True)
 class AlgorithmEntry:
     config_type: type  # frozen dataclass of the algorithm's own options
-    build: type  # SearchAlgorithm subclass: (space, options, training, total_steps, seed, device)
+    build: type  # SearchAlgorithm subclass: (space, options, training, total_steps, seed, device, steps_per_epoch)
 
 
 ALGORITHMS = Registry("algorithm", {
     "autohas": AlgorithmEntry(AutoHASConfig, AutoHAS),
+    "darts": AlgorithmEntry(DartsConfig, Darts),
+    "gdas": AlgorithmEntry(GDASConfig, GDAS),
+    "drnas": AlgorithmEntry(DrNASConfig, DrNAS),
+    "sdarts_rs": AlgorithmEntry(SDartsRSConfig, SDartsRS),
 })
 
 __all__ = ["ALGORITHMS", "AlgorithmEntry", "SearchAlgorithm", "SearchResult"]

@@ -51,7 +51,8 @@ class AutoHASConfig:
 
 class AutoHAS(SearchAlgorithm):
     def __init__(self, space, options: AutoHASConfig, training: TrainingConfig, total_steps: int,
-                 seed: int, device=torch.device("cpu")):
+                 seed: int, device=torch.device("cpu"), steps_per_epoch: int | None = None):
+        # steps_per_epoch: part of the common constructor; AutoHAS's schedules are per step.
         self.space, self.options, self.training = space, options, training
         self.total_steps, self.device = total_steps, torch.device(device)
         with torch.random.fork_rng(devices=[]):
@@ -69,7 +70,7 @@ class AutoHAS(SearchAlgorithm):
         self.lr_logits, self.wd_logits = self.enc["lr"], self.enc["wd"]
         self.lr_mult = torch.tensor(options.lr_multipliers, device=self.device)
         self.wd_basis = training.weight_decay * torch.tensor(options.wd_multipliers, device=self.device)
-        self.optimizer = torch.optim.Adam(
+        self.encoding_optimizer = torch.optim.Adam(
             self.enc.parameters(), lr=options.encoding_lr,
             betas=tuple(options.encoding_betas), weight_decay=0.0,
         )
@@ -123,9 +124,9 @@ class AutoHAS(SearchAlgorithm):
         val_logits = functional_call(self.net, updated, (xv, arch_w, active))
         val_loss = F.cross_entropy(val_logits, yv)
         check_finite(val_loss, "validation loss", self.steps)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.encoding_optimizer.zero_grad(set_to_none=True)
         val_loss.backward()
-        self.optimizer.step()
+        self.encoding_optimizer.step()
 
         # (4) the sampled SGD step, in place: W <- W - lr (u + wd v)
         lr, wd = a.item(), b.item()
@@ -177,7 +178,7 @@ class AutoHAS(SearchAlgorithm):
     def state_dict(self) -> dict:
         return {
             "net": self.net.state_dict(), "momentum": [b.clone() for b in self.momentum],
-            "encodings": self.enc.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "encodings": self.enc.state_dict(), "optimizer": self.encoding_optimizer.state_dict(),
             "generator": self.generator.get_state(), "steps": self.steps, "lr_history": list(self.lr_history),
         }
 
@@ -187,6 +188,6 @@ class AutoHAS(SearchAlgorithm):
         with torch.no_grad():
             for buf, saved in zip(self.momentum, state["momentum"]):
                 buf.copy_(saved)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.encoding_optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.steps, self.lr_history = int(state["steps"]), list(state["lr_history"])

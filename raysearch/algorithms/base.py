@@ -19,7 +19,8 @@ class SearchResult:
 class SearchAlgorithm(ABC):
     """One differentiable search over a supernet, driven step by step by a plain loop.
 
-    Constructor: `(space, options, training, total_steps, seed, device)`.
+    Constructor: `(space, options, training, total_steps, seed, device, steps_per_epoch)`;
+    `encoding_optimizer` is the one optimizer that changes the encodings.
     """
 
     @abstractmethod

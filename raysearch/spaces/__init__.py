@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from raysearch.registry import Registry
 from raysearch.spaces.base import DataShape, GenotypeError, Space
-from raysearch.spaces.darts import DartsConfig, DartsGenotype, DartsSpace
-from raysearch.spaces.mbconv import MBConvConfig, MBConvGenotype, MBConvSpace
-from raysearch.spaces.nb201 import NB201Config, NB201Genotype, NB201Space
+from raysearch.spaces.darts import DartsSpaceConfig, DartsGenotype, DartsSpace
+from raysearch.spaces.mbconv import MBConvSpaceConfig, MBConvGenotype, MBConvSpace
+from raysearch.spaces.nb201 import NB201SpaceConfig, NB201Genotype, NB201Space
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,9 @@ class SpaceEntry:
 
 
 SPACES = Registry("space", {
-    "nb201": SpaceEntry(NB201Config, NB201Space),
-    "darts": SpaceEntry(DartsConfig, DartsSpace),
-    "mbconv": SpaceEntry(MBConvConfig, MBConvSpace),
+    "nb201": SpaceEntry(NB201SpaceConfig, NB201Space),
+    "darts": SpaceEntry(DartsSpaceConfig, DartsSpace),
+    "mbconv": SpaceEntry(MBConvSpaceConfig, MBConvSpace),
 })
 
 
@@ -36,4 +36,4 @@ def build_space(config, data: DataShape | None = None) -> Space:
 
 
 __all__ = ["SPACES", "DataShape", "GenotypeError", "Space", "build_space", "DartsGenotype", "MBConvGenotype",
-           "NB201Genotype", "DartsConfig", "MBConvConfig", "NB201Config"]
+           "NB201Genotype", "DartsSpaceConfig", "MBConvSpaceConfig", "NB201SpaceConfig"]

@@ -180,7 +180,7 @@ class DartsNetwork(nn.Module):
 
 
 @dataclass(frozen=True)
-class DartsConfig:
+class DartsSpaceConfig:
     channels: int = spec(16, ge=1)  # initial width C (DARTS search: 16)
     layers: int = spec(8, ge=3)  # cells, reductions at layers//3 and 2*layers//3 (DARTS search: 8)
     stem_multiplier: int = spec(3, ge=1)  # stem width = this x C (DARTS: 3)

@@ -87,7 +87,7 @@ class MBConvNetwork(nn.Module):
 
 
 @dataclass(frozen=True)
-class MBConvConfig:
+class MBConvSpaceConfig:
     width_multiplier: float = spec(1.0, gt=0.0)  # scales every width (AutoHAS's small variant: 0.3)
     depth_multiplier: float = spec(1.0, gt=0.0)  # scales every stage's block count, rounded up (small variant: 0.3)
 
@@ -98,7 +98,7 @@ class MBConvSpace(Space):
     name = "mbconv"
     op_names = MBCONV_OPS
 
-    def __init__(self, options: MBConvConfig, data=None):
+    def __init__(self, options: MBConvSpaceConfig, data=None):
         super().__init__(options, data)
         self.layout = []  # (c_in, c_out, stride) of every searched block
         c_in = _width(STAGES[0][1] * options.width_multiplier)

@@ -183,7 +183,7 @@ class NB201Network(nn.Module):
 
 
 @dataclass(frozen=True)
-class NB201Config:
+class NB201SpaceConfig:
     channels: int = spec(16, ge=1)  # width C of the first stage (NB201: 16)
     cells_per_stage: int = spec(5, ge=1)  # cells N per stage (NB201: 5)
     stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)

@@ -1,0 +1,32 @@
+"""SDARTS-RS (Chen & Hsieh, 2020): DARTS whose weight steps see randomly perturbed mixing weights.
+
+Before each weight step, softmax(alpha) gets uniform noise in [-eps, eps]
+and is projected back onto the simplex; the encodings themselves are not
+changed. eps ramps linearly per epoch from `epsilon_min` to `epsilon` as in
+the reference code: eps_e = epsilon_min + (epsilon - epsilon_min) e / E.
+Encoding steps are DARTS's (first order by default, as the reference runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raysearch.algorithms.darts import Darts, DartsConfig
+from raysearch.config import spec
+from raysearch.relax import uniform_perturbation
+
+
+@dataclass(frozen=True)
+class SDartsRSConfig(DartsConfig):
+    epsilon: float = spec(0.3, ge=0.0)  # noise amplitude reached at the last epoch
+    epsilon_min: float = spec(0.03, ge=0.0)  # noise amplitude of the first epoch
+
+
+class SDartsRS(Darts):
+    def epsilon(self) -> float:
+        o = self.options
+        return o.epsilon_min + (o.epsilon - o.epsilon_min) * self.epoch / self.epochs
+
+    def weight_mix(self):
+        weights, active = super().weight_mix()
+        return {name: uniform_perturbation(w, self.epsilon(), self.generator) for name, w in weights.items()}, active

@@ -1,0 +1,179 @@
+"""What the DARTS family shares: a supernet, its SGD weight step and an Adam step on the encodings.
+
+An algorithm is this base plus its relaxation (`mix`: how encodings become
+mixing weights in a forward pass), its step order and, if it needs one, its
+own encoding gradient. Defaults are DARTS's (ALGORITHMS.md): weights by SGD
+0.025 cosine-annealed to 0.001, momentum 0.9, weight decay 3e-4, gradient
+norm clipped at 5; encodings by Adam 3e-4, betas (0.5, 0.999), weight decay
+1e-3, initialised as 1e-3 * N(0, 1).
+
+Choice left open by the references: the cosine is annealed per step (the
+DARTS code anneals per epoch), so resuming mid-epoch continues the same curve.
+The retraining uses the experiment's `training` section: these searches
+select an architecture only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
+from raysearch.config import TrainingConfig, spec
+from raysearch.relax import entropy
+from raysearch.training import check_finite
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    weight_lr: float = spec(0.025, gt=0.0)  # initial SGD lr of the supernet weights
+    weight_lr_min: float = spec(0.001, ge=0.0)  # lr at the end of the cosine annealing
+    weight_momentum: float = spec(0.9, ge=0.0, lt=1.0)  # SGD momentum of the weights
+    weight_decay: float = spec(3e-4, ge=0.0)  # L2 penalty on the weights
+    nesterov: bool = False  # Nesterov momentum for the weights
+    grad_clip: float = spec(5.0, gt=0.0)  # max gradient norm of a weight step
+    arch_lr: float = spec(3e-4, gt=0.0)  # Adam lr of the encodings
+    arch_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
+    arch_weight_decay: float = spec(1e-3, ge=0.0)  # Adam (L2) weight decay of the encodings
+    arch_init_std: float = spec(1e-3, ge=0.0)  # encodings start as this x N(0, 1)
+
+
+def cosine(high: float, low: float, step: int, total: int) -> float:
+    """Cosine annealing from `high` at step 0 to `low` at step `total`."""
+    return low + 0.5 * (high - low) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+class SupernetSearch(SearchAlgorithm):
+    """Encodings `alpha` (one [rows, ops] tensor per space encoding) over a supernet's weights."""
+
+    arch_first = True  # DARTS and DrNAS update the encodings before the weights; GDAS after
+
+    def __init__(self, space, options: SupernetConfig, training: TrainingConfig, total_steps: int, seed: int,
+                 device=torch.device("cpu"), steps_per_epoch: int | None = None):
+        self.space, self.options, self.training, self.device = space, options, training, torch.device(device)
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch or total_steps
+        init = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the supernet's initial weights
+            self.net = space.supernet().to(self.device)
+        self.alpha = torch.nn.ParameterDict({
+            name: options.arch_init_std * torch.randn(shape, generator=init)
+            for name, shape in space.encoding_shapes().items()}).to(self.device)
+        self.weight_optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=options.weight_lr, momentum=options.weight_momentum,
+            nesterov=options.nesterov and options.weight_momentum > 0, weight_decay=options.weight_decay)
+        self.encoding_optimizer = torch.optim.Adam(
+            self.alpha.parameters(), lr=options.arch_lr, betas=tuple(options.arch_betas),
+            weight_decay=options.arch_weight_decay)
+        self.generator = torch.Generator().manual_seed(seed + 1)  # relaxation noise, apart from the init
+        self.steps = 0
+
+    # -- the relaxation ----------------------------------------------------------
+    def mix(self) -> tuple[dict, dict | None]:
+        """Mixing weights (and the active op per row for hard sampling) of one forward pass."""
+        return {name: a.softmax(-1) for name, a in self.alpha.items()}, None
+
+    def weight_mix(self) -> tuple[dict, dict | None]:
+        """The mixing of a weight step (SDARTS perturbs it); never carries gradients to the encodings."""
+        weights, active = self.mix()
+        return {name: w.detach() for name, w in weights.items()}, active
+
+    @torch.no_grad()
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """The encodings as op probabilities, what the derivation reads."""
+        return {name: a.softmax(-1) for name, a in self.alpha.items()}
+
+    @property
+    def epoch(self) -> int:
+        return self.steps // self.steps_per_epoch
+
+    @property
+    def epochs(self) -> int:
+        return max(1, self.total_steps // self.steps_per_epoch)
+
+    def weight_lr(self) -> float:
+        o = self.options
+        return cosine(o.weight_lr, o.weight_lr_min, self.steps, self.total_steps)
+
+    # -- the two halves of a step ------------------------------------------------------
+    def _loss(self, batch, weights, active, what: str):
+        x, y = batch
+        logits = self.net(x, weights, active)
+        loss = F.cross_entropy(logits, y)
+        check_finite(loss, what, self.steps)
+        return loss, logits
+
+    def encoding_loss(self, val) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._loss(val, *self.mix(), "validation loss")
+
+    def encoding_gradients(self, train, val) -> tuple[dict, dict]:
+        """First order: the gradient of the validation loss w.r.t. the encodings. Returns (grads, metrics)."""
+        loss, logits = self.encoding_loss(val)
+        grads = torch.autograd.grad(loss, list(self.alpha.values()))
+        return dict(zip(self.alpha.keys(), grads)), _metrics("val", loss, logits, val[1])
+
+    def encoding_step(self, train, val) -> dict[str, float]:
+        grads, metrics = self.encoding_gradients(train, val)
+        self.encoding_optimizer.zero_grad(set_to_none=True)
+        for name, a in self.alpha.items():
+            a.grad = grads[name]
+        self.encoding_optimizer.step()
+        return metrics
+
+    def weight_step(self, train) -> dict[str, float]:
+        for group in self.weight_optimizer.param_groups:
+            group["lr"] = self.weight_lr()
+        loss, logits = self._loss(train, *self.weight_mix(), "training loss")
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.options.grad_clip)
+        self.weight_optimizer.step()
+        return _metrics("train", loss, logits, train[1])
+
+    def step(self, train_batch, val_batch) -> dict[str, float]:
+        train = tuple(t.to(self.device) for t in train_batch)
+        val = tuple(t.to(self.device) for t in val_batch)
+        if self.arch_first:
+            metrics = {**self.encoding_step(train, val), **self.weight_step(train)}
+        else:
+            metrics = {**self.weight_step(train), **self.encoding_step(train, val)}
+        self.steps += 1
+        metrics["arch_entropy"] = sum(entropy(a.detach()).item() for a in self.alpha.values()) / len(self.alpha)
+        return metrics
+
+    # -- derivation ---------------------------------------------------------------
+    def derive(self) -> SearchResult:
+        return SearchResult(self.space.derive(self.probabilities()),
+                            {"lr": self.training.lr, "weight_decay": self.training.weight_decay})
+
+    def encodings(self) -> dict[str, torch.Tensor]:
+        return {name: p.cpu() for name, p in self.probabilities().items()}
+
+    def encoding_labels(self) -> dict[str, tuple]:
+        return {name: (list(rows), list(ops)) for name, (rows, ops) in self.space.encodings.items()}
+
+    @torch.no_grad()
+    def derived_logits(self, x):
+        return derived_forward(self.net, self.space, self.derive().genotype, x)
+
+    # -- checkpointing --------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "alpha": self.alpha.state_dict(),
+                "weight_optimizer": self.weight_optimizer.state_dict(),
+                "encoding_optimizer": self.encoding_optimizer.state_dict(),
+                "generator": self.generator.get_state(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.alpha.load_state_dict(state["alpha"])
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.encoding_optimizer.load_state_dict(state["encoding_optimizer"])
+        self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])
+
+
+def _metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    return {f"{prefix}_loss": loss.item(), f"{prefix}_acc": (logits.argmax(1) == y).float().mean().item()}
