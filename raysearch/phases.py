@@ -22,7 +22,7 @@ from raysearch.results import plot_encodings, plot_lr
 from raysearch.tracking import Tracker
 from raysearch.training import DIVERGED
 
-SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy")
+SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy", "decided")
 SWEEP_KEYS = ("train_loss", "val_acc")
 TRAIN_KEYS = ("train_loss", "train_acc", "test_acc", "lr")
 
@@ -135,14 +135,18 @@ def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> N
 def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
            callbacks: list, artifacts: Path) -> Selected:
     """A differentiable search: one trial; the configuration it derives at the end."""
+    from raysearch.search import planned_epochs
     from trainables.common import read_json
     from trainables.search import DERIVED_FILE, search_trainable
 
-    space = {"experiment": config.to_dict()}
+    space, planned = {"experiment": config.to_dict()}, planned_epochs(config)
     result = fit(search_trainable, space, "search", storage, config, [
-        MlflowCallback(tracker, "search"), ProgressCallback("search", config.search.epochs, SEARCH_KEYS, "genotype"),
+        MlflowCallback(tracker, "search"), ProgressCallback("search", planned, SEARCH_KEYS, "genotype"),
         *callbacks], restore)[0]
-    _finished(result, "search", config.search.epochs, rows, row(config, "search", result, space))
+    # Early stopping ends a search before its planned epochs; a finished search says it is done.
+    done = bool((result.metrics or {}).get("search_done"))
+    _finished(result, "search", result.metrics["epoch"] if done else planned, rows,
+              row(config, "search", result, space))
     derived = read_json(result.checkpoint, DERIVED_FILE)
     rows.append(row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"]))
     plots = [plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png")]

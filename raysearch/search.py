@@ -8,17 +8,27 @@ from __future__ import annotations
 import torch
 
 from raysearch.algorithms import ALGORITHMS, SearchAlgorithm
+from raysearch.algorithms.selection import selection_epochs
 from raysearch.config import ExperimentConfig
 from raysearch.data import BatchStream, Splits
 from raysearch.spaces import build_space
 from raysearch.training import accuracy
 
 
-class SearchLoop:
-    """Runs a search epoch by epoch; its state is the algorithm's, the streams' and the epoch."""
+def planned_epochs(config: ExperimentConfig) -> int:
+    """Search epochs plus the epochs of the selection that follows them (early stopping may end sooner)."""
+    options = config.search.options
+    extra = selection_epochs(build_space(config.space), options) if hasattr(options, "selection") else 0
+    return config.search.epochs + extra
 
-    def __init__(self, algorithm: SearchAlgorithm, splits: Splits, batch_size: int, seed: int, device):
-        self.algorithm, self.splits, self.device = algorithm, splits, device
+
+class SearchLoop:
+    """Runs a search epoch by epoch, then its selection's epochs; its state is the algorithm's,
+    the streams' and the epoch."""
+
+    def __init__(self, algorithm: SearchAlgorithm, splits: Splits, epochs: int, batch_size: int, seed: int,
+                 device):
+        self.algorithm, self.splits, self.search_epochs, self.device = algorithm, splits, epochs, device
         self.train = BatchStream(*splits.train, batch_size, seed)
         self.val = BatchStream(*splits.val, batch_size, seed + 1)
         self.epoch = 0
@@ -33,15 +43,29 @@ class SearchLoop:
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
             steps_per_epoch=steps_per_epoch,
         )
-        return cls(algorithm, splits, search.batch_size, config.seed, device)
+        return cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device)
+
+    @property
+    def searching(self) -> bool:
+        return self.epoch < self.search_epochs and not self.algorithm.stopped
+
+    @property
+    def done(self) -> bool:
+        selection = self.algorithm.selection
+        return not self.searching and (selection is None or selection.epochs_done >= selection.epochs)
 
     def run_epoch(self) -> dict[str, float]:
-        """One pass over search-train; returns epoch means plus full search-val metrics."""
-        sums: dict[str, float] = {}
-        for _ in range(self.train.batches_per_pass):
-            for key, value in self.algorithm.step(next(self.train), next(self.val)).items():
-                sums[key] = sums.get(key, 0.0) + value
-        metrics = {k: v / self.train.batches_per_pass for k, v in sums.items()}
+        """One search epoch (a pass over search-train) or one selection epoch; returns epoch means
+        plus full search-val metrics of the derived architecture."""
+        if self.searching:
+            sums: dict[str, float] = {}
+            for _ in range(self.train.batches_per_pass):
+                for key, value in self.algorithm.step(next(self.train), next(self.val)).items():
+                    sums[key] = sums.get(key, 0.0) + value
+            metrics = {k: v / self.train.batches_per_pass for k, v in sums.items()}
+            metrics.update(self.algorithm.end_epoch(next(self.val)))
+        else:
+            metrics = self.algorithm.selection.run_epoch(self.train, self.splits.val)
         result = self.algorithm.derive()
         metrics.update({k: v for k, v in result.hparams.items() if isinstance(v, float)})
         metrics["derived_val_loss"], metrics["derived_val_acc"] = accuracy(

@@ -27,11 +27,12 @@ def search_trainable(config: dict) -> None:
     loop = SearchLoop.from_config(cfg, splits, pick_device())
     # 2. continue from the last checkpoint after a failure, pause or restore
     restore(loop)
-    # 3. epochs: search, derive, report with a checkpoint
-    while loop.epoch < cfg.search.epochs:
+    # 3. epochs (search, then selection): derive, report with a checkpoint
+    while not loop.done:
         metrics = loop.run_epoch()
         result = loop.algorithm.derive()
         derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": loop.history,
                    "labels": loop.algorithm.encoding_labels()}
-        report({**metrics, "epoch": loop.epoch, "genotype": derived["genotype"]}, loop.state_dict(),
+        report({**metrics, "epoch": loop.epoch, "search_done": loop.done, "genotype": derived["genotype"]},
+               loop.state_dict(),
                {DERIVED_FILE: derived})

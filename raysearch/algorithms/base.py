@@ -21,7 +21,17 @@ class SearchAlgorithm(ABC):
 
     Constructor: `(space, options, training, total_steps, seed, device, steps_per_epoch)`;
     `encoding_optimizer` is the one optimizer that changes the encodings.
+    After each search epoch the loop calls `end_epoch`; an algorithm that stops
+    early sets `stopped`. A `selection` (e.g. perturbation) runs its own epochs
+    after the search epochs.
     """
+
+    stopped = False  # the search ended before its epochs (early stopping)
+    selection = None  # the selection that runs after the search epochs, or None (the derivation rule only)
+
+    def end_epoch(self, val_batch) -> dict[str, float]:
+        """Hook after every search epoch, with one validation batch; returns extra metrics."""
+        return {}
 
     @abstractmethod
     def step(self, train_batch, val_batch) -> dict[str, float]:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
+from raysearch.algorithms.selection import SELECTIONS, Perturbation
 from raysearch.config import TrainingConfig, spec
 from raysearch.relax import entropy
 from raysearch.training import check_finite
@@ -39,6 +40,9 @@ class SupernetConfig:
     arch_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     arch_weight_decay: float = spec(1e-3, ge=0.0)  # Adam (L2) weight decay of the encodings
     arch_init_std: float = spec(1e-3, ge=0.0)  # encodings start as this x N(0, 1)
+    selection: str = spec("magnitude", choices=SELECTIONS)  # final architecture: derivation rule or DARTS-PT
+    tune_epochs: int = spec(5, ge=1)  # perturbation: supernet tuning epochs after each decision (DARTS-PT: 5)
+    tune_lr_factor: float = spec(0.1, gt=0.0)  # perturbation: tuning lr = this x weight_lr (DARTS-PT: lr/10)
 
 
 def cosine(high: float, low: float, step: int, total: int) -> float:
@@ -70,6 +74,8 @@ class SupernetSearch(SearchAlgorithm):
             weight_decay=options.arch_weight_decay)
         self.generator = torch.Generator().manual_seed(seed + 1)  # relaxation noise, apart from the init
         self.steps = 0
+        if options.selection == "perturbation":
+            self.selection = Perturbation(self, options.tune_epochs, options.tune_lr_factor, seed)
 
     # -- the relaxation ----------------------------------------------------------
     def mix(self) -> tuple[dict, dict | None]:
@@ -123,10 +129,11 @@ class SupernetSearch(SearchAlgorithm):
         self.encoding_optimizer.step()
         return metrics
 
-    def weight_step(self, train) -> dict[str, float]:
+    def weight_step(self, train, mix=None, lr: float | None = None) -> dict[str, float]:
+        """One SGD step of the weights; `mix` and `lr` default to the search's (selection tuning sets them)."""
         for group in self.weight_optimizer.param_groups:
-            group["lr"] = self.weight_lr()
-        loss, logits = self._loss(train, *self.weight_mix(), "training loss")
+            group["lr"] = self.weight_lr() if lr is None else lr
+        loss, logits = self._loss(train, *(mix or self.weight_mix()), "training loss")
         self.weight_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.options.grad_clip)
@@ -145,8 +152,13 @@ class SupernetSearch(SearchAlgorithm):
         return metrics
 
     # -- derivation ---------------------------------------------------------------
+    def selected_weights(self) -> dict[str, torch.Tensor]:
+        """What the final architecture is read from: the probabilities, with the selection's decisions."""
+        probabilities = self.probabilities()
+        return probabilities if self.selection is None else self.selection.weights(probabilities)
+
     def derive(self) -> SearchResult:
-        return SearchResult(self.space.derive(self.probabilities()),
+        return SearchResult(self.space.derive(self.selected_weights()),
                             {"lr": self.training.lr, "weight_decay": self.training.weight_decay})
 
     def encodings(self) -> dict[str, torch.Tensor]:
@@ -164,7 +176,8 @@ class SupernetSearch(SearchAlgorithm):
         return {"net": self.net.state_dict(), "alpha": self.alpha.state_dict(),
                 "weight_optimizer": self.weight_optimizer.state_dict(),
                 "encoding_optimizer": self.encoding_optimizer.state_dict(),
-                "generator": self.generator.get_state(), "steps": self.steps}
+                "generator": self.generator.get_state(), "steps": self.steps, "stopped": self.stopped,
+                "selection": None if self.selection is None else self.selection.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
@@ -172,7 +185,9 @@ class SupernetSearch(SearchAlgorithm):
         self.weight_optimizer.load_state_dict(state["weight_optimizer"])
         self.encoding_optimizer.load_state_dict(state["encoding_optimizer"])
         self.generator.set_state(state["generator"])
-        self.steps = int(state["steps"])
+        self.steps, self.stopped = int(state["steps"]), bool(state["stopped"])
+        if self.selection is not None:
+            self.selection.load_state_dict(state["selection"])
 
 
 def _metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -80,6 +80,11 @@ class Space(ABC):
     @abstractmethod
     def to_choices(self, genotype) -> dict[str, str]: ...
 
+    def node_groups(self) -> list[tuple[str, tuple[int, ...], int]]:
+        """(encoding, rows of a node's incoming edges, how many the node keeps) for spaces whose
+        derivation also picks a topology; empty when every row is kept (NB201, MBConv)."""
+        return []
+
     @abstractmethod
     def derived_weights(self, genotype) -> dict[str, torch.Tensor]:
         """Mixing weights under which the supernet computes exactly `genotype`: one-hot rows, and zero

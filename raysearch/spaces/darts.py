@@ -229,6 +229,10 @@ class DartsSpace(Space):
             cells[cell] = tuple(pairs)
         return DartsGenotype(cells["normal"], cells["reduce"])
 
+    def node_groups(self):
+        return [(cell, tuple(k for k, (dst, _) in enumerate(EDGES) if dst == node), 2)
+                for cell in CELL_TYPES for node in NODES]
+
     def derived_weights(self, genotype: DartsGenotype):
         out = {}
         for cell in CELL_TYPES:

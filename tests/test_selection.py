@@ -1,0 +1,102 @@
+"""Perturbation-based selection (DARTS-PT) on top of a supernet search, in a plain loop."""
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+from raysearch.algorithms.selection import plan
+from raysearch.search import SearchLoop, planned_epochs
+from raysearch.config import from_dict
+from tests.conftest import TINY
+
+
+def _config(space=None, **search):
+    return from_dict({**TINY, "space": space or TINY["space"],
+                      "search": {"algorithm": "darts", "epochs": 1, "batch_size": 64, "selection": "perturbation",
+                                 "tune_epochs": 1, **search}})
+
+
+def _loop(config, digits):
+    return SearchLoop.from_config(config, digits)
+
+
+def test_every_edge_is_decided_then_the_loop_is_done(digits):
+    config = _config()
+    loop = _loop(config, digits)
+    assert planned_epochs(config) == 1 + 6
+    epochs = 0
+    while not loop.done:
+        metrics = loop.run_epoch()
+        epochs += 1
+        if epochs > 1:
+            assert metrics["decided"] == epochs - 1 and 0.0 <= metrics["selection_val_acc"] <= 1.0
+    assert epochs == 7
+    selection = loop.algorithm.selection
+    assert all(f.all() for f in selection.fixed.values())
+    weights = loop.algorithm.selected_weights()["cell"]
+    assert torch.equal(weights.sum(-1), torch.ones(6)) and set(weights.unique().tolist()) == {0.0, 1.0}
+    assert loop.algorithm.derive().genotype.indices == tuple(weights.argmax(-1).tolist())
+
+
+def test_the_op_whose_removal_hurts_most_is_kept(digits, monkeypatch):
+    loop = _loop(_config(), digits)
+    loop.run_epoch()
+    selection = loop.algorithm.selection
+    importance = torch.tensor([0.1, 0.5, 0.9, 0.3, 0.2])  # nor_conv_1x1 matters most
+
+    def fake_accuracy(weights, val):
+        current = selection.weights(loop.algorithm.probabilities())["cell"]
+        zeroed = (weights["cell"] != current).nonzero()
+        return 1.0 if len(zeroed) == 0 else 1.0 - importance[zeroed[0, 1]].item()
+
+    monkeypatch.setattr(selection, "_accuracy", fake_accuracy)
+    loop.run_epoch()
+    (_, (name, row)) = plan(loop.algorithm.space, 0)[0]
+    assert selection.override[name][row].argmax().item() == 2
+
+
+def test_darts_topology_keeps_two_inputs_per_node(digits):
+    config = _config(space={"name": "darts", "channels": 4, "layers": 3, "stem_multiplier": 1})
+    small = dataclasses.replace(digits, train=tuple(t[:128] for t in digits.train),
+                                val=tuple(t[:128] for t in digits.val))  # the DARTS supernet is the slow one
+    loop = _loop(config, small)
+    loop.algorithm.selection.plan = [d for d in loop.algorithm.selection.plan if d[0] == "node"]  # ops stay soft
+    decisions = len(loop.algorithm.selection.plan)
+    assert decisions == 2 * 3  # nodes 3, 4, 5 of each cell type choose 2 of 3, 4, 5 inputs
+    while not loop.done:
+        loop.run_epoch()
+    weights = loop.algorithm.selected_weights()
+    for name, rows, keep in loop.algorithm.space.node_groups():
+        assert sum(int(weights[name][r].sum() > 0) for r in rows) == keep
+    genotype = loop.algorithm.derive().genotype
+    kept = {(name, r) for name, rows, _ in loop.algorithm.space.node_groups() for r in rows
+            if weights[name][r].sum() > 0}
+    from raysearch.spaces.darts import EDGES, NODES
+    for cell in ("normal", "reduce"):
+        pairs = getattr(genotype, cell)
+        assert {(cell, EDGES.index((NODES[k // 2], src))) for k, (_, src) in enumerate(pairs)} == \
+            {k for k in kept if k[0] == cell}
+
+
+def test_resume_mid_selection_continues_identically(digits):
+    config = _config()
+    a = _loop(config, digits)
+    for _ in range(3):
+        a.run_epoch()
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    expected = [a.run_epoch() for _ in range(2)]
+    b = _loop(config, digits)
+    buffer.seek(0)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    assert [b.run_epoch() for _ in range(2)] == expected
+    assert b.algorithm.derive().genotype == a.algorithm.derive().genotype
+
+
+def test_selection_is_a_checked_option():
+    from raysearch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="search.selection"):
+        _config(selection="sideways")
