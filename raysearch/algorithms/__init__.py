@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from raysearch.algorithms.autohas import AutoHAS, AutoHASConfig
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult
 from raysearch.algorithms.darts import Darts, DartsConfig
+from raysearch.algorithms.darts_es import DartsES, DartsESConfig
 from raysearch.algorithms.drnas import DrNAS, DrNASConfig
 from raysearch.algorithms.gdas import GDAS, GDASConfig
 from raysearch.algorithms.sdarts_rs import SDartsRS, SDartsRSConfig
@@ -22,6 +23,7 @@ class AlgorithmEntry:
 ALGORITHMS = Registry("algorithm", {
     "autohas": AlgorithmEntry(AutoHASConfig, AutoHAS),
     "darts": AlgorithmEntry(DartsConfig, Darts),
+    "darts_es": AlgorithmEntry(DartsESConfig, DartsES),
     "gdas": AlgorithmEntry(GDASConfig, GDAS),
     "drnas": AlgorithmEntry(DrNASConfig, DrNAS),
     "sdarts_rs": AlgorithmEntry(SDartsRSConfig, SDartsRS),
