@@ -222,7 +222,8 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
     searched = build_space(config.space)
     space = {**searched.to_choices(searched.parse(selected.genotype)),
              "lr": "replayed per step" if per_step else selected.hparams["lr"],
-             "weight_decay": selected.hparams["weight_decay"], "epochs": config.retrain_epochs, "holdout": "test"}
+             "weight_decay": selected.hparams["weight_decay"], "optimizer": selected.hparams.get("optimizer", "sgd"),
+             "epochs": config.retrain_epochs, "holdout": "test"}
     # The experiment and a per-step lr list go through Ray's object store, not into every Tune result.
     trainable = tune.with_parameters(train_trainable, experiment=config.to_dict(),
                                      lr_schedule=selected.hparams["lr"] if per_step else None)

@@ -16,18 +16,22 @@ class TrainLoop:
     `lr` is a float (scheduled by `training.lr_schedule`) or a per-step list
     recorded by a search, replayed at the same fraction of progress.
     `eval_splits` maps a name (e.g. "val", "test") to (x, y) evaluated after every epoch.
+    `optimizer` "adam" is AdamW (decoupled weight decay), as AutoHAS searches it.
     """
 
     def __init__(self, network, train_split, eval_splits: dict, training: TrainingConfig, lr, weight_decay: float,
-                 epochs: int, batch_size: int, seed: int, device=torch.device("cpu")):
+                 epochs: int, batch_size: int, seed: int, device=torch.device("cpu"), optimizer: str = "sgd"):
         self.net, self.device = network.to(device), device
         self.training, self.lr, self.epochs = training, lr, epochs
         self.stream = BatchStream(*train_split, batch_size, seed)
         self.eval_splits = eval_splits
         self.total_steps = epochs * self.stream.batches_per_pass
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self._lr(0), momentum=training.momentum,
-                                         nesterov=training.nesterov and training.momentum > 0,
-                                         weight_decay=weight_decay)
+        if optimizer == "adam":
+            self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self._lr(0), weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.net.parameters(), lr=self._lr(0), momentum=training.momentum,
+                                             nesterov=training.nesterov and training.momentum > 0,
+                                             weight_decay=weight_decay)
         self.steps, self.epoch = 0, 0
 
     def _lr(self, step: int) -> float:

@@ -78,7 +78,7 @@ def test_encoding_gradients_equal_those_through_explicit_per_basis_weight_copies
     batch = lambda: quadratic_batch(DIM, 2.0, torch.randn(DIM, generator=gen), gen)  # noqa: E731
     for _ in range(3):  # non-zero momentum, non-uniform encodings
         algo.step(batch(), batch())
-    w0, buf0 = algo.net.w.detach().clone(), algo.momentum[0].clone()
+    w0, buf0 = algo.net.w.detach().clone(), algo.rules[0].buffers[0].clone()
     lr_logits = algo.enc["lr"].detach().clone().requires_grad_()
     wd_logits = algo.enc["wd"].detach().clone().requires_grad_()
     sampler = torch.Generator()

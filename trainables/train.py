@@ -5,7 +5,8 @@
 
 Tune config: the configuration as searchers sample it, one categorical per
 architecture decision and the hyper-parameters (`{"edge_1_0": "nor_conv_3x3",
-..., "lr": 0.05, "weight_decay": 3e-4}`, see raysearch.joint), plus
+..., "lr": 0.05, "weight_decay": 3e-4}`, see raysearch.joint), optionally "optimizer" ("sgd", the
+default, or "adam" as AutoHAS may derive), plus
   "epochs": the full training length (schedulers may stop or pause it earlier), and
   "holdout": "val"  to train on search-train and report val_acc (for selection), or
              "test" to train on search-train + search-val and report test_acc (final numbers only).
@@ -50,7 +51,7 @@ def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | N
     torch.manual_seed(cfg.seed)  # the network's initial weights: the same for every configuration
     loop = TrainLoop(space.network(space.from_choices(config)), train, holdout, cfg.training,
                      lr_schedule or config["lr"], config["weight_decay"], config["epochs"], cfg.search.batch_size,
-                     cfg.seed, pick_device())
+                     cfg.seed, pick_device(), config.get("optimizer", "sgd"))
     # 2. resume from the last checkpoint (after a failure, a pause or a restore)
     restore(loop)
     # 3. epochs: train, evaluate, report with a checkpoint

@@ -3,25 +3,31 @@
 Every searched HP is a mixture of basis values h = sum_i P_i B_i, P a Gumbel
 hard straight-through sample of its logits (Dong et al., AutoHAS, Algorithm 1).
 One step:
-  1. sample the architecture and one basis value per HP (one sample per step,
-     shared by all cells and by both halves of the step);
+  1. sample the architecture, one basis value per continuous HP and one
+     optimizer (one sample per step, shared by all cells and both halves);
   2. take the training gradient g of the sampled architecture on a training batch;
   3. encoding update on a validation batch, with the weights the validation loss
-     sees written as W' = W - a*u - a*b*v, where a = sum P_lr B_lr and
-     b = sum P_wd B_wd carry the straight-through gradients, and u, v are the
-     lr- and lr*wd-independent parts of the SGD step (below). Because one SGD
-     step f_B(W) is linear in lr and lr*wd, this equals sum_ij P_i P_j f_{B_ij}(W)
-     without materialising one weight copy per basis value: memory does not grow
-     with the number of basis values;
-  4. apply the sampled SGD step to W (the forward value of W').
-Derivation (Eq. 10): argmax for the architecture; a continuous HP is the
-softmax-weighted sum of its basis values, without noise. The learning rate is
-derived at every step (its basis is the scheduled default lr(t) times the
-multipliers), giving the per-step list that retraining replays.
+     sees written as W' = W - sum_o P_o a_o (u_o + b v_o), where a_o = lr_o(t)
+     sum P_lr m_lr and b = sum P_wd B_wd carry the straight-through gradients
+     and (u_o, v_o) are optimizer o's step parts (raysearch.algorithms.update_rules).
+     Each step f_B(W) is linear in lr and lr*wd, so this equals
+     sum P_o P_i P_j f_{o,B_ij}(W) without one weight copy per basis value:
+     memory does not grow with the number of basis values;
+  4. apply the sampled optimizer's step to W (the forward value of W').
+Derivation (Eq. 10): argmax for the architecture and the optimizer; a
+continuous HP is the softmax-weighted sum of its basis values, without noise.
+The lr multiplier is derived at every step; times the derived optimizer's
+scheduled default lr(t) it gives the per-step list that retraining replays.
 
-Choices the paper leaves open: Adam betas (0.5, 0.999), as in the DARTS/GDAS
-encoding optimizers; no weight decay on the encodings (it would pull continuous
-HPs toward the mean of their basis); the gradient g is clipped before the step.
+Ablations: `search_hparams: false` searches the architecture under the
+training section's HPs; `search_arch: false` searches the HPs of the fixed
+`genotype`.
+
+Choices the paper leaves open: Adam betas (0.5, 0.999) for the encodings, as
+in the DARTS/GDAS encoding optimizers; no weight decay on the encodings (it
+would pull continuous HPs toward the mean of their basis); g is clipped
+before the step; Adam as a searched optimizer is AdamW (decoupled weight
+decay, so its step stays linear in lr x wd) with its own default lr `adam_lr`.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
-from raysearch.config import TrainingConfig, spec
+from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
+from raysearch.config import ConfigError, TrainingConfig, spec
 from raysearch.relax import entropy, gumbel_hard
 from raysearch.training import check_finite, scheduled_lr
 
 MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+HP_ENCODINGS = ("lr", "wd", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,21 @@ class AutoHASConfig:
     encoding_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     lr_multipliers: tuple[float, ...] = spec(MULTIPLIERS, gt=0.0)  # lr basis = scheduled default lr x these
     wd_multipliers: tuple[float, ...] = spec(MULTIPLIERS, ge=0.0)  # wd basis = default wd x these
+    optimizers: tuple[str, ...] = ("sgd",)  # categorical HP: sgd and/or adam; with both, the optimizer is searched
+    adam_lr: float = spec(1e-3, gt=0.0)  # Adam's default lr (its lr basis = this, scheduled, x lr_multipliers)
+    search_arch: bool = True  # false: HP-only ablation on the fixed `genotype`
+    search_hparams: bool = True  # false: architecture-only ablation under the training section's HPs
+    genotype: str | None = None  # the architecture of an HP-only search, in the space's string format
+
+    def check(self, search) -> None:
+        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if bad or len(set(self.optimizers)) != len(self.optimizers):
+            raise ConfigError(f"search.optimizers: distinct names among {', '.join(OPTIMIZERS)}, got "
+                              f"{list(self.optimizers)}")
+        if not (self.search_arch or self.search_hparams):
+            raise ConfigError("search.search_arch: with search_hparams also false there is nothing to search")
+        if (self.genotype is None) == (not self.search_arch):
+            raise ConfigError("search.genotype: give the fixed architecture exactly when search_arch is false")
 
 
 class AutoHAS(SearchAlgorithm):
@@ -60,50 +83,58 @@ class AutoHAS(SearchAlgorithm):
             self.net = space.supernet().to(self.device)
         self.weights = [p for p in self.net.parameters()]
         self.names = [n for n, _ in self.net.named_parameters()]
-        self.momentum = [torch.zeros_like(p) for p in self.weights]
+        self.rules = [build_rule(name, self.weights, training) for name in options.optimizers]
+        self.base_lrs = [training.lr if name == "sgd" else options.adam_lr for name in options.optimizers]
         # Encodings are logits kept apart from the weights; all start at zero (uniform).
-        self.arch_names = tuple(space.encodings)
-        self.enc = torch.nn.ParameterDict({
-            **{name: torch.zeros(shape) for name, shape in space.encoding_shapes().items()},
-            "lr": torch.zeros(len(options.lr_multipliers)), "wd": torch.zeros(len(options.wd_multipliers)),
-        }).to(self.device)
-        self.lr_logits, self.wd_logits = self.enc["lr"], self.enc["wd"]
+        shapes = space.encoding_shapes() if options.search_arch else {}
+        if options.search_hparams:
+            shapes = {**shapes, "lr": (len(options.lr_multipliers),), "wd": (len(options.wd_multipliers),)}
+            if len(options.optimizers) > 1:
+                shapes["optimizer"] = (len(options.optimizers),)
+        self.enc = torch.nn.ParameterDict({name: torch.zeros(shape) for name, shape in shapes.items()}).to(self.device)
+        self.arch_names = tuple(name for name in self.enc if name not in HP_ENCODINGS)
+        self.fixed = None if options.search_arch else space.parse(options.genotype)
         self.lr_mult = torch.tensor(options.lr_multipliers, device=self.device)
         self.wd_basis = training.weight_decay * torch.tensor(options.wd_multipliers, device=self.device)
         self.encoding_optimizer = torch.optim.Adam(
-            self.enc.parameters(), lr=options.encoding_lr,
-            betas=tuple(options.encoding_betas), weight_decay=0.0,
-        )
+            self.enc.parameters(), lr=options.encoding_lr, betas=tuple(options.encoding_betas), weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(seed)
         self.steps = 0
-        self.lr_history: list[float] = []  # Eq. 10 learning rate after every step
+        self.lr_factors: list[float] = []  # Eq. 10 lr multiplier after every step
+
+    # -- sampling -------------------------------------------------------------------
+    def _sample_arch(self):
+        if self.fixed is not None:
+            weights = {n: w.to(self.device) for n, w in self.space.derived_weights(self.fixed).items()}
+            return weights, {n: w.argmax(-1).tolist() for n, w in weights.items()}
+        weights, active = {}, {}
+        for name in self.arch_names:
+            weights[name], index = gumbel_hard(self.enc[name], self.options.tau, self.generator)
+            active[name] = index.tolist()  # one host copy, shared by both forward passes
+        return weights, active
+
+    def _sample_hparams(self):
+        """(lr multiplier a / lr(t), weight decay b, optimizer weights P_o, sampled optimizer index)."""
+        if not self.options.search_hparams:
+            one = torch.ones(1, device=self.device)
+            return one[0], torch.tensor(self.training.weight_decay, device=self.device), one, 0
+        tau = self.options.tau
+        lr_p, _ = gumbel_hard(self.enc["lr"], tau, self.generator)
+        wd_p, _ = gumbel_hard(self.enc["wd"], tau, self.generator)
+        if "optimizer" in self.enc:
+            opt_p, index = gumbel_hard(self.enc["optimizer"], tau, self.generator)
+        else:
+            opt_p, index = torch.ones(1, device=self.device), torch.tensor(0)
+        return (lr_p * self.lr_mult).sum(), (wd_p * self.wd_basis).sum(), opt_p, int(index)
 
     # -- the step -------------------------------------------------------------
-    def _sgd_parts(self, grads):
-        """(u, v) with the SGD step equal to lr * (u + wd * v), for the current momentum."""
-        m = self.training.momentum
-        u, v = [], []
-        for w, g, buf in zip(self.weights, grads, self.momentum):
-            if self.training.nesterov:  # step = (1+m)(g + wd w) + m^2 buf
-                u.append((1 + m) * g + m * m * buf)
-                v.append((1 + m) * w.detach())
-            else:  # step = m buf + g + wd w
-                u.append(m * buf + g)
-                v.append(w.detach())
-        return u, v
-
     def step(self, train_batch, val_batch) -> dict[str, float]:
         x, y = (t.to(self.device) for t in train_batch)
         xv, yv = (t.to(self.device) for t in val_batch)
         # (1) one sample of every encoding, shared by all cells and both halves of the step
-        tau = self.options.tau
-        arch_w, active = {}, {}
-        for name in self.arch_names:
-            arch_w[name], index = gumbel_hard(self.enc[name], tau, self.generator)
-            active[name] = index.tolist()  # one host copy, shared by both forward passes
-        lr_p, _ = gumbel_hard(self.lr_logits, tau, self.generator)
-        wd_p, _ = gumbel_hard(self.wd_logits, tau, self.generator)
-        base_lr = scheduled_lr(self.training.lr, self.steps, self.total_steps, self.training.lr_schedule)
+        arch_w, active = self._sample_arch()
+        factor, b, opt_p, chosen = self._sample_hparams()
+        base = [scheduled_lr(lr, self.steps, self.total_steps, self.training.lr_schedule) for lr in self.base_lrs]
 
         # (2) training gradient of the sampled architecture
         logits = self.net(x, {k: w.detach() for k, w in arch_w.items()}, active)
@@ -115,12 +146,14 @@ class AutoHAS(SearchAlgorithm):
             norm = torch.nn.utils.get_total_norm(grads)
             scale = (self.training.grad_clip / (norm + 1e-6)).clamp(max=1.0)
             grads = [g * scale for g in grads]
-        u, v = self._sgd_parts(grads)
+        parts = [rule.parts(self.weights, grads) for rule in self.rules]
 
-        # (3) encoding step through W' = W - a u - a b v
-        a = base_lr * (lr_p * self.lr_mult).sum()
-        b = (wd_p * self.wd_basis).sum()
-        updated = {n: w.detach() - a * ui - (a * b) * vi for n, w, ui, vi in zip(self.names, self.weights, u, v)}
+        # (3) encoding step through W' = W - sum_o P_o a_o (u_o + b v_o)
+        coefficients = [opt_p[o] * base[o] * factor for o in range(len(self.rules))]
+        updated = {}
+        for k, (n, w) in enumerate(zip(self.names, self.weights)):
+            step = sum(c * (u[k] + b * v[k]) for c, (u, v) in zip(coefficients, parts))
+            updated[n] = w.detach() - step
         val_logits = functional_call(self.net, updated, (xv, arch_w, active))
         val_loss = F.cross_entropy(val_logits, yv)
         check_finite(val_loss, "validation loss", self.steps)
@@ -128,47 +161,57 @@ class AutoHAS(SearchAlgorithm):
         val_loss.backward()
         self.encoding_optimizer.step()
 
-        # (4) the sampled SGD step, in place: W <- W - lr (u + wd v)
-        lr, wd = a.item(), b.item()
+        # (4) the sampled optimizer's step, in place: W <- W - lr (u + wd v); states follow g first (at W)
+        lr, wd = base[chosen] * factor.item(), b.item()
+        for rule in self.rules:
+            rule.advance(self.weights, grads, wd)
+        u, v = parts[chosen]
         with torch.no_grad():
-            for w, g, buf, ui, vi in zip(self.weights, grads, self.momentum, u, v):
-                buf.mul_(self.training.momentum).add_(g + wd * w)
+            for w, ui, vi in zip(self.weights, u, v):
                 w.sub_(lr * (ui + wd * vi))
 
-        # Eq. 10 with the encodings just updated, at this step's scheduled lr.
-        lr_factor, _ = self._derived_hparams()
-        self.lr_history.append(base_lr * lr_factor)
+        self.lr_factors.append(self._derived_hparams()[0])  # Eq. 10 with the encodings just updated
         self.steps += 1
-        return {
-            "train_loss": loss.item(),
-            "train_acc": (logits.argmax(1) == y).float().mean().item(),
-            "val_loss": val_loss.item(),
-            "val_acc": (val_logits.argmax(1) == yv).float().mean().item(),
+        metrics = {
+            "train_loss": loss.item(), "train_acc": (logits.argmax(1) == y).float().mean().item(),
+            "val_loss": val_loss.item(), "val_acc": (val_logits.argmax(1) == yv).float().mean().item(),
             "sampled_lr": lr, "sampled_wd": wd,
-            "arch_entropy": sum(entropy(self.enc[n]).item() for n in self.arch_names) / len(self.arch_names),
-            "lr_entropy": entropy(self.lr_logits).item(),
-            "wd_entropy": entropy(self.wd_logits).item(),
+            **{f"{name}_entropy": entropy(self.enc[name]).item() for name in HP_ENCODINGS if name in self.enc},
         }
+        if self.arch_names:
+            metrics["arch_entropy"] = sum(entropy(self.enc[n]).item() for n in self.arch_names) / len(self.arch_names)
+        return metrics
 
     # -- derivation -------------------------------------------------------------
     @torch.no_grad()
-    def _derived_hparams(self) -> tuple[float, float]:
-        """Eq. 10: (lr as a multiple of the scheduled default, weight decay), softmax-weighted, no noise."""
-        lr_factor = (self.lr_logits.softmax(-1) * self.lr_mult).sum().item()
-        return lr_factor, (self.wd_logits.softmax(-1) * self.wd_basis).sum().item()
+    def _derived_hparams(self) -> tuple[float, float, int]:
+        """Eq. 10: (lr as a multiple of the default, weight decay, optimizer index); softmax-weighted, no noise."""
+        if not self.options.search_hparams:
+            return 1.0, self.training.weight_decay, 0
+        lr_factor = (self.enc["lr"].softmax(-1) * self.lr_mult).sum().item()
+        optimizer = int(self.enc["optimizer"].argmax()) if "optimizer" in self.enc else 0
+        return lr_factor, (self.enc["wd"].softmax(-1) * self.wd_basis).sum().item(), optimizer
 
     def derive(self) -> SearchResult:
-        genotype = self.space.derive({name: self.enc[name].detach() for name in self.arch_names})
-        lr_factor, wd = self._derived_hparams()
-        return SearchResult(genotype, {"lr": list(self.lr_history), "lr_factor": lr_factor, "weight_decay": wd})
+        if self.fixed is not None:
+            genotype = self.fixed
+        else:
+            genotype = self.space.derive({name: self.enc[name].detach() for name in self.arch_names})
+        lr_factor, wd, optimizer = self._derived_hparams()
+        base, schedule = self.base_lrs[optimizer], self.training.lr_schedule
+        lrs = [scheduled_lr(base, t, self.total_steps, schedule) * f for t, f in enumerate(self.lr_factors)]
+        return SearchResult(genotype, {"lr": lrs, "lr_factor": lr_factor, "weight_decay": wd,
+                                       "optimizer": self.options.optimizers[optimizer]})
 
     def encodings(self) -> dict[str, torch.Tensor]:
         return {name: t.detach().softmax(-1).cpu() for name, t in self.enc.items()}
 
     def encoding_labels(self) -> dict[str, tuple]:
-        return {**{name: (list(rows), list(ops)) for name, (rows, ops) in self.space.encodings.items()},
-                "lr": (None, [f"x{m:g}" for m in self.options.lr_multipliers]),
-                "wd": (None, [f"x{m:g}" for m in self.options.wd_multipliers])}
+        labels = {"lr": (None, [f"x{m:g}" for m in self.options.lr_multipliers]),
+                  "wd": (None, [f"x{m:g}" for m in self.options.wd_multipliers]),
+                  "optimizer": (None, list(self.options.optimizers))}
+        return {name: labels[name] if name in labels else tuple(map(list, self.space.encodings[name]))
+                for name in self.enc}
 
     @torch.no_grad()
     def derived_logits(self, x):
@@ -177,17 +220,16 @@ class AutoHAS(SearchAlgorithm):
     # -- checkpointing -----------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "net": self.net.state_dict(), "momentum": [b.clone() for b in self.momentum],
+            "net": self.net.state_dict(), "rules": [rule.state_dict() for rule in self.rules],
             "encodings": self.enc.state_dict(), "optimizer": self.encoding_optimizer.state_dict(),
-            "generator": self.generator.get_state(), "steps": self.steps, "lr_history": list(self.lr_history),
+            "generator": self.generator.get_state(), "steps": self.steps, "lr_factors": list(self.lr_factors),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.enc.load_state_dict(state["encodings"])
-        with torch.no_grad():
-            for buf, saved in zip(self.momentum, state["momentum"]):
-                buf.copy_(saved)
+        for rule, saved in zip(self.rules, state["rules"]):
+            rule.load_state_dict(saved)
         self.encoding_optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.steps, self.lr_history = int(state["steps"]), list(state["lr_history"])
+        self.steps, self.lr_factors = int(state["steps"]), list(state["lr_factors"])
