@@ -44,7 +44,7 @@ class Selected:
     val_accuracy: float  # search-val accuracy behind the choice
     seconds: float  # wall time of the phase
     trial_id: str  # the trial that produced it (its MLflow child run gets the artifacts)
-    plots: list = field(default_factory=list)  # PNG files describing the phase
+    files: list = field(default_factory=list)  # files describing the phase (plots, the encodings' history)
     extra: dict = field(default_factory=dict)  # counts for the summary (trials, failures, trial-epochs)
 
 
@@ -149,11 +149,13 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
               row(config, "search", result, space))
     derived = read_json(result.checkpoint, DERIVED_FILE)
     rows.append(row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"]))
-    plots = [plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png")]
+    history = artifacts / "encodings.json"  # probabilities of every encoding after every epoch
+    history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
+    files = [history, plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png")]
     if isinstance(derived["hparams"].get("lr"), list):
-        plots.append(plot_lr(derived["hparams"]["lr"], artifacts / "lr_schedule.png"))
+        files.append(plot_lr(derived["hparams"]["lr"], artifacts / "lr_schedule.png"))
     return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
-                    result.metrics["time_total_s"], result.metrics["trial_id"], plots)
+                    result.metrics["time_total_s"], result.metrics["trial_id"], files)
 
 
 def _creation_index(result) -> int:

@@ -152,7 +152,7 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
             _write_json(artifacts / "genotype.json", {"space": config.space.name, "genotype": selected.genotype}),
             _write_json(artifacts / "hparams.json", selected.hparams),
         ]
-        tracker.log_artifacts(_child(tracker, "search", selected.trial_id), shared + selected.plots)
+        tracker.log_artifacts(_child(tracker, "search", selected.trial_id), shared + selected.files)
 
         retrain = None
         if config.retrain.enabled:

@@ -49,7 +49,7 @@ def test_run_writes_results_and_nested_mlflow_runs(tmp_path, ray_session):
     assert len(client.get_metric_history(search.info.run_id, "derived_val_acc")) == 2
     assert {"arch_entropy", "lr_factor", "weight_decay", "train_loss"} <= set(search.data.metrics)
     assert {a.path for a in client.list_artifacts(search.info.run_id)} == {
-        "config.yaml", "genotype.json", "hparams.json", "encodings.png", "lr_schedule.png"}
+        "config.yaml", "genotype.json", "hparams.json", "encodings.json", "encodings.png", "lr_schedule.png"}
     assert len(client.get_metric_history(by_role["retrain"].info.run_id, "test_acc")) == 1
 
 
