@@ -43,23 +43,30 @@ def check_encoding(logits: torch.Tensor) -> None:
         raise DivergenceError("an architecture/HP encoding holds NaN or inf: the search diverged")
 
 
-def dirichlet(beta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def dirichlet(beta: torch.Tensor, generator: torch.Generator, keep: torch.Tensor | None = None) -> torch.Tensor:
     """DrNAS: one reparameterised draw theta ~ Dirichlet(ELU(beta) + 1) per row (pathwise gradients).
 
     Drawn on the CPU from the search's own generator state, so that a seeded
     search is reproducible on any device and does not consume the global RNG.
+    `keep` ([rows, n] op indices) draws over those ops only; the others get 0.
     """
     check_encoding(beta)
     concentration = F.elu(beta.cpu()) + 1.0
+    if keep is not None:
+        concentration = concentration.gather(-1, keep.cpu())
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(generator.get_state())
         theta = torch.distributions.Dirichlet(concentration).rsample()
         generator.set_state(torch.get_rng_state())
+    if keep is not None:
+        theta = torch.zeros(beta.shape).scatter(-1, keep.cpu(), theta)
     return theta.to(beta.device)
 
 
-def dirichlet_mean(beta: torch.Tensor) -> torch.Tensor:
+def dirichlet_mean(beta: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
     concentration = F.elu(beta) + 1.0
+    if keep is not None:
+        concentration = torch.zeros_like(concentration).scatter(-1, keep, concentration.gather(-1, keep))
     return concentration / concentration.sum(-1, keepdim=True)
 
 

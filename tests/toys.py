@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from raysearch.spaces.mixed import Edge
+
 
 class QuadraticNet(nn.Module):
     def __init__(self, dim: int):
@@ -59,17 +61,15 @@ class SmoothNet(torch.nn.Module):
         super().__init__()
         self.stem = torch.nn.Linear(dim, hidden)
         self.edges = torch.nn.ModuleList(
-            torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh()),
-                                 torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Softplus()),
-                                 torch.nn.Identity()]) for _ in range(2))
+            Edge([torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Tanh()),
+                  torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.Softplus()),
+                  torch.nn.Identity()]) for _ in range(2))
         self.head = torch.nn.Linear(hidden, classes)
 
     def forward(self, x, weights, active=None):
-        from raysearch.spaces.mixed import mixed_forward
-
         h = self.stem(x.flatten(1))
-        for k, ops in enumerate(self.edges):
-            h = mixed_forward(ops, h, weights["arch"][k], None if active is None else active["arch"][k])
+        for k, edge in enumerate(self.edges):
+            h = edge.mix(h, weights["arch"][k], None if active is None else active["arch"][k])
         return self.head(h)
 
 

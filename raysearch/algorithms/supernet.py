@@ -60,22 +60,29 @@ class SupernetSearch(SearchAlgorithm):
         self.space, self.options, self.training, self.device = space, options, training, torch.device(device)
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch or total_steps
         init = torch.Generator().manual_seed(seed)
+        self.seed = seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the supernet's initial weights
-            self.net = space.supernet().to(self.device)
+            self.net = self.build_supernet().to(self.device)
         self.alpha = torch.nn.ParameterDict({
             name: options.arch_init_std * torch.randn(shape, generator=init)
             for name, shape in space.encoding_shapes().items()}).to(self.device)
-        self.weight_optimizer = torch.optim.SGD(
-            self.net.parameters(), lr=options.weight_lr, momentum=options.weight_momentum,
-            nesterov=options.nesterov and options.weight_momentum > 0, weight_decay=options.weight_decay)
-        self.encoding_optimizer = torch.optim.Adam(
-            self.alpha.parameters(), lr=options.arch_lr, betas=tuple(options.arch_betas),
-            weight_decay=options.arch_weight_decay)
+        self.build_optimizers()
         self.generator = torch.Generator().manual_seed(seed + 1)  # relaxation noise, apart from the init
         self.steps = 0
         if options.selection == "perturbation":
             self.selection = Perturbation(self, options.tune_epochs, options.tune_lr_factor, seed)
+
+    def build_supernet(self):
+        return self.space.supernet()
+
+    def build_optimizers(self) -> None:
+        o = self.options
+        self.weight_optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=o.weight_lr, momentum=o.weight_momentum,
+            nesterov=o.nesterov and o.weight_momentum > 0, weight_decay=o.weight_decay)
+        self.encoding_optimizer = torch.optim.Adam(
+            self.alpha.parameters(), lr=o.arch_lr, betas=tuple(o.arch_betas), weight_decay=o.arch_weight_decay)
 
     # -- the relaxation ----------------------------------------------------------
     def mix(self) -> tuple[dict, dict | None]:

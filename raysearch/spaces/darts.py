@@ -18,7 +18,7 @@ from torch import nn
 
 from raysearch.config import spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
-from raysearch.spaces.mixed import mixed_forward
+from raysearch.spaces.mixed import Edge
 from raysearch.spaces.ops import OPS, FactorizedReduce, ReLUConvBN
 
 OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -108,17 +108,17 @@ class Cell(nn.Module):
     weights); a fixed cell holds the genotype's 8 edges with one op each.
     """
 
-    def __init__(self, edges, concat, c_pp, c_p, c, reduction, reduction_prev, affine, track):
+    def __init__(self, edges, concat, c_pp, c_p, c, reduction, reduction_prev, affine, track, partial=1):
         super().__init__()
         self.pre0 = (FactorizedReduce(c_pp, c, 2, affine, track) if reduction_prev
                      else ReLUConvBN(c_pp, c, 1, 1, 0, affine, track))
         self.pre1 = ReLUConvBN(c_p, c, 1, 1, 0, affine, track)
         self.reduction, self.concat = reduction, tuple(concat)
         self.routes = tuple((node, src) for node, src, _ in edges)
+        strides = [2 if reduction and src < 2 else 1 for _, src, _ in edges]
         self.edges = nn.ModuleList(
-            nn.ModuleList(self._op(name, c, 2 if reduction and src < 2 else 1, affine, track) for name in names)
-            for _, src, names in edges
-        )
+            Edge([self._op(name, c // partial, stride, affine, track) for name in names], partial, stride)
+            for (_, _, names), stride in zip(edges, strides))
 
     @staticmethod
     def _op(name, c, stride, affine, track):
@@ -134,8 +134,8 @@ class Cell(nn.Module):
             total = 0
             for k, (dst, src) in enumerate(self.routes):
                 if dst == node:
-                    total = total + mixed_forward(self.edges[k], states[src], None if weights is None else weights[k],
-                                                  None if active is None else active[k])
+                    total = total + self.edges[k].mix(states[src], None if weights is None else weights[k],
+                                                      None if active is None else active[k])
             states.append(total)
         return torch.cat([states[n] for n in self.concat], dim=1)
 
@@ -146,7 +146,7 @@ class DartsNetwork(nn.Module):
     `cells` gives the (edges, concat) of the normal and of the reduction cell.
     """
 
-    def __init__(self, channels, layers, stem_multiplier, in_channels, num_classes, cells, affine, track):
+    def __init__(self, channels, layers, stem_multiplier, in_channels, num_classes, cells, affine, track, partial=1):
         super().__init__()
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
@@ -157,7 +157,8 @@ class DartsNetwork(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             c_curr *= 2 if reduction else 1
             edges, concat = cells["reduce" if reduction else "normal"]
-            self.cells.append(Cell(edges, concat, c_pp, c_p, c_curr, reduction, reduction_prev, affine, track))
+            self.cells.append(Cell(edges, concat, c_pp, c_p, c_curr, reduction, reduction_prev, affine, track,
+                                   partial))
             c_pp, c_p, reduction_prev = c_p, len(concat) * c_curr, reduction
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c_p, num_classes)
@@ -199,14 +200,16 @@ class DartsSpace(Space):
     def encodings(self):
         return {cell: (self.edge_names, self.op_names) for cell in CELL_TYPES}
 
-    def _network(self, cells, affine, track):
+    def _network(self, cells, affine, track, partial=1):
         o = self.options
+        if o.channels % partial:
+            raise ValueError(f"space.channels={o.channels} is not divisible into {partial} partial-channel slices")
         return DartsNetwork(o.channels, o.layers, o.stem_multiplier, self.data.in_channels, self.data.num_classes,
-                            cells, affine, track)
+                            cells, affine, track, partial)
 
-    def supernet(self) -> DartsNetwork:
+    def supernet(self, partial: int = 1) -> DartsNetwork:
         full = ([(node, src, self.op_names) for node, src in EDGES], CONCAT)
-        return self._network({cell: full for cell in CELL_TYPES}, affine=False, track=False)
+        return self._network({cell: full for cell in CELL_TYPES}, affine=False, track=False, partial=partial)
 
     def network(self, genotype: DartsGenotype) -> DartsNetwork:
         cells = {}

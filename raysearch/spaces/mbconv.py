@@ -17,7 +17,7 @@ from torch import nn
 
 from raysearch.config import spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
-from raysearch.spaces.mixed import mixed_forward
+from raysearch.spaces.mixed import Edge
 from raysearch.spaces.ops import MBCONV_OPS, OPS, InvertedResidual
 
 ENCODING = "blocks"  # one row per searched block
@@ -62,7 +62,7 @@ class MBConvNetwork(nn.Module):
         first = _width(STAGES[0][1] * width)
         self.first = InvertedResidual(stem, first, 3, 1, 1, True, track)
         self.blocks = nn.ModuleList(
-            nn.ModuleList(OPS[name](c_in, c_out, stride, affine, track) for name in names)
+            Edge([OPS[name](c_in, c_out, stride, affine, track) for name in names])
             for (c_in, c_out, stride), names in zip(blocks, candidates)
         )
         head = _width(HEAD * width)  # scaled too, so that small variants stay small
@@ -82,7 +82,7 @@ class MBConvNetwork(nn.Module):
             active = active.tolist() if torch.is_tensor(active) else list(active)
         x = self.first(self.stem(x))
         for k, ops in enumerate(self.blocks):
-            x = mixed_forward(ops, x, None if weights is None else weights[k], None if active is None else active[k])
+            x = ops.mix(x, None if weights is None else weights[k], None if active is None else active[k])
         return self.classifier(self.head(x))
 
 
@@ -117,7 +117,10 @@ class MBConvSpace(Space):
         return MBConvNetwork(self.layout, candidates, self.data.in_channels, self.data.num_classes,
                              self.options.width_multiplier, affine, track)
 
-    def supernet(self) -> MBConvNetwork:
+    def supernet(self, partial: int = 1) -> MBConvNetwork:
+        if partial != 1:
+            raise ValueError("partial channels need a cell space whose edges keep their width (nb201, darts), "
+                             "not mbconv")
         return self._network([self.op_names] * len(self.layout), affine=False, track=False)
 
     def network(self, genotype: MBConvGenotype) -> MBConvNetwork:

@@ -1,21 +1,49 @@
-"""Forward of one edge of a supernet: a weighted mixture of its candidate ops."""
+"""One edge of a supernet: its candidate ops and how their outputs are mixed."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
-def mixed_forward(ops, x, weights: torch.Tensor | None, active: int | None = None):
-    """Output of one edge.
+class Edge(nn.ModuleList):
+    """The candidate ops of one edge (iterating yields them), mixed by `mix`.
 
-    weights None: the edge holds a single fixed op.
-    active None: the softmax-style mixture sum_k w_k op_k(x) (every op computed).
-    active k: hard sampling (GDAS / AutoHAS). Only op k is computed and scaled by
-    its weight (value 1); the other weights (value 0) are added as scalars so the
-    output is unchanged but every weight still receives a gradient.
+    `partial` k > 1 (PC-DARTS, used by progressive DrNAS): the ops were built
+    for C/k channels; only the first C/k channels of the input go through them,
+    the rest bypass (max-pooled on a strided edge), and the concatenation is
+    channel-shuffled so that another slice is searched in the next layer.
+    `keep` lists the ops still computed after pruning (None: all).
     """
-    if weights is None:
-        return ops[0](x)
-    if active is None:
-        return sum(w * op(x) for w, op in zip(weights, ops))
-    return ops[active](x) * weights[active] + (weights.sum() - weights[active])
+
+    def __init__(self, ops, partial: int = 1, stride: int = 1):
+        super().__init__(ops)
+        self.partial, self.stride = partial, stride
+        self.keep: list[int] | None = None
+
+    def mix(self, x, weights: torch.Tensor | None, active: int | None = None):
+        """weights None: the edge holds a single fixed op.
+        active None: the mixture sum_k w_k op_k(x) over the kept ops.
+        active k: hard sampling (GDAS / AutoHAS). Only op k is computed and scaled by
+        its weight (value 1); the other weights (value 0) are added as scalars so the
+        output is unchanged but every weight still receives a gradient.
+        """
+        if self.partial > 1:
+            width = x.shape[1] // self.partial
+            x, rest = x[:, :width], x[:, width:]
+        if weights is None:
+            out = self[0](x)
+        elif active is None:
+            out = sum(weights[k] * self[k](x) for k in (self.keep or range(len(self))))
+        else:
+            out = self[active](x) * weights[active] + (weights.sum() - weights[active])
+        if self.partial == 1:
+            return out
+        if self.stride > 1:
+            rest = nn.functional.max_pool2d(rest, 2, 2)
+        return channel_shuffle(torch.cat([out, rest], dim=1), self.partial)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)

@@ -11,7 +11,7 @@ from torch import nn
 
 from raysearch.config import spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
-from raysearch.spaces.mixed import mixed_forward
+from raysearch.spaces.mixed import Edge
 from raysearch.spaces.ops import OPS, ReLUConvBN
 
 ENCODING = "cell"  # the one architecture encoding: the op of each edge, shared by all cells
@@ -84,12 +84,11 @@ class NB201Genotype:
 class Cell(nn.Module):
     """Node i = sum_{j<i} edge_ij(node j); the output is node 3."""
 
-    def __init__(self, channels: int, candidates, affine: bool, track: bool):
+    def __init__(self, channels: int, candidates, affine: bool, track: bool, partial: int = 1):
         super().__init__()
+        c = channels // partial
         self.edges = nn.ModuleList(
-            nn.ModuleList(OPS[name](channels, channels, 1, affine, track) for name in names)
-            for names in candidates
-        )
+            Edge([OPS[name](c, c, 1, affine, track) for name in names], partial) for names in candidates)
 
     def forward(self, x, weights=None, active: list[int] | None = None):
         nodes = [x]
@@ -99,7 +98,7 @@ class Cell(nn.Module):
                 if dst == node:
                     w = None if weights is None else weights[k]
                     a = None if active is None else active[k]
-                    total = total + mixed_forward(self.edges[k], nodes[src], w, a)
+                    total = total + self.edges[k].mix(nodes[src], w, a)
             nodes.append(total)
         return nodes[3]
 
@@ -132,6 +131,7 @@ class NB201Skeleton:
     in_channels: int  # image channels of the dataset
     num_classes: int  # classifier outputs
     candidates: tuple = field(repr=False)  # op names per edge: all ops (supernet) or one (fixed)
+    partial: int = 1  # supernets: 1/partial of each edge's channels go through its ops (PC-DARTS)
 
 
 class NB201Network(nn.Module):
@@ -156,7 +156,8 @@ class NB201Network(nn.Module):
             width = c * 2**stage
             if stage:
                 blocks.append(ResidualReduction(width // 2, width, True, track))
-            blocks += [Cell(width, skeleton.candidates, cell_affine, track) for _ in range(skeleton.cells_per_stage)]
+            blocks += [Cell(width, skeleton.candidates, cell_affine, track, skeleton.partial)
+                       for _ in range(skeleton.cells_per_stage)]
         self.blocks = nn.ModuleList(blocks)
         width = c * 2 ** (skeleton.stages - 1)
         self.head = nn.Sequential(
@@ -202,13 +203,15 @@ class NB201Space(Space):
     def encodings(self):
         return {ENCODING: (self.edge_names, self.op_names)}
 
-    def _skeleton(self, candidates):
+    def _skeleton(self, candidates, partial=1):
         o = self.options
+        if o.channels % partial:
+            raise ValueError(f"space.channels={o.channels} is not divisible into {partial} partial-channel slices")
         return NB201Skeleton(o.channels, o.cells_per_stage, o.stages, self.data.in_channels,
-                             self.data.num_classes, tuple(candidates))
+                             self.data.num_classes, tuple(candidates), partial)
 
-    def supernet(self) -> NB201Network:
-        return NB201Network(self._skeleton([self.op_names] * len(EDGES)), cell_affine=False, track=False)
+    def supernet(self, partial: int = 1) -> NB201Network:
+        return NB201Network(self._skeleton([self.op_names] * len(EDGES), partial), cell_affine=False, track=False)
 
     def network(self, genotype: NB201Genotype) -> NB201Network:
         return NB201Network(self._skeleton([(op,) for op in genotype.ops]), cell_affine=True, track=True)

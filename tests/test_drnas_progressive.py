@@ -1,0 +1,109 @@
+"""Progressive DrNAS: partial channels, pruning and widening between two stages, warm-up, resume."""
+
+import io
+
+import pytest
+import torch
+
+from raysearch.algorithms import ALGORITHMS
+from raysearch.config import TrainingConfig
+from raysearch.spaces import DataShape
+from raysearch.spaces.mixed import Edge, channel_shuffle
+from raysearch.spaces.ops import OPS
+from tests.conftest import tiny_space
+
+DATA = DataShape(1, 8, 10)
+
+
+def _drnas(space_name="nb201", **options):
+    entry = ALGORITHMS["drnas"]
+    options = {"progressive": True, "warmup_epochs": 1, "partial_channels": (4, 2), **options}
+    space = tiny_space(space_name, DATA) if space_name != "nb201" else _nb201()
+    return entry.build(space, entry.config_type(**options), TrainingConfig(), total_steps=8, seed=0,
+                       steps_per_epoch=2)
+
+
+def _nb201():
+    from raysearch.spaces import NB201Space, NB201SpaceConfig
+
+    return NB201Space(NB201SpaceConfig(channels=8, cells_per_stage=1, stages=1), DATA)
+
+
+def _batches(digits, start, count, size=16):
+    x, y = digits.train
+    return [(x[i * size:(i + 1) * size], y[i * size:(i + 1) * size]) for i in range(start, start + count)]
+
+
+def _steps(algo, digits, start, count):
+    batches = _batches(digits, 2 * start, 2 * count)
+    return [algo.step(batches[2 * i], batches[2 * i + 1]) for i in range(count)]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_partial_channel_edge_mixes_a_quarter_and_shuffles(stride):
+    edge = Edge([OPS["nor_conv_3x3"](2, 2, stride, True, True)], partial=4, stride=stride)
+    x = torch.randn(2, 8, 8, 8)
+    out = edge.mix(x, None)
+    assert out.shape == (2, 8, 8 // stride, 8 // stride)
+    bypass = x[:, 2:] if stride == 1 else torch.nn.functional.max_pool2d(x[:, 2:], 2, 2)
+    unshuffled = channel_shuffle(out, 2)  # shuffling with the other factor undoes an 8-channel shuffle by 4
+    assert torch.equal(unshuffled[:, 2:], bypass)
+
+
+def test_two_stages_prune_widen_and_restart_the_optimizers(digits):
+    algo = _drnas()
+    assert all(len(edge) == 5 and edge[2][1].in_channels == 2 for _, _, edge in algo.net.edges())  # C/4
+    before = {k: a.detach().clone() for k, a in algo.alpha.items()}
+    _steps(algo, digits, 0, 2)  # epoch 1 of stage 1: warm-up, the encodings stay still
+    assert all(torch.equal(before[k], a) for k, a in algo.alpha.items())
+    _steps(algo, digits, 2, 2)
+    assert not torch.equal(before["cell"], algo.alpha["cell"])
+    stage1 = {n: p.detach().clone() for n, p in algo.net.named_parameters()}
+    metrics = _steps(algo, digits, 4, 1)[0]  # the first step of stage 2
+    assert metrics["stage"] == 2.0 and algo.stage_start == 4
+    for name, row, edge in algo.net.edges():
+        assert len(edge.keep) == 3 and edge[2][1].in_channels == 4  # C/2
+    probabilities = algo.probabilities()["cell"]
+    assert ((probabilities > 0).sum(-1) == 3).all()
+    assert algo.derive().genotype.indices == tuple(probabilities.argmax(-1).tolist())
+    # the stage-1 weights sit in the corner of the widened tensors (the one SGD step moved them a little)
+    conv = "blocks.0.edges.0.3.1.weight"
+    assert torch.allclose(algo.net.get_parameter(conv)[:2, :2], stage1[conv], atol=0.05)
+    assert len(algo.encoding_optimizer.state) == 0  # a fresh Adam: warm-up again, no step yet
+
+
+def test_pruned_ops_are_not_computed(digits):
+    algo = _drnas()
+    _steps(algo, digits, 0, 5)
+    calls = set()
+    for name, row, edge in algo.net.edges():
+        for j, op in enumerate(edge):
+            op.register_forward_hook(lambda m, i, o, key=(name, row, j): calls.add(key))
+    algo.net(_batches(digits, 0, 1)[0][0], algo.mix()[0])
+    expected = {(name, row, j) for name, row, edge in algo.net.edges() for j in edge.keep}
+    assert calls == expected
+
+
+def test_resume_in_the_second_stage_continues_identically(digits):
+    a = _drnas()
+    _steps(a, digits, 0, 5)
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)
+    expected = _steps(a, digits, 5, 2)
+    b = _drnas()
+    buffer.seek(0)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    assert _steps(b, digits, 5, 2) == expected
+    assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
+
+
+def test_progressive_runs_in_the_darts_space(digits):
+    algo = _drnas("darts", keep_ops=4)
+    _steps(algo, digits, 0, 5)
+    genotype = algo.derive().genotype
+    assert algo.space.parse(genotype.to_string()) == genotype
+
+
+def test_mbconv_has_no_partial_channels():
+    with pytest.raises(ValueError, match="cell space"):
+        _drnas("mbconv")
