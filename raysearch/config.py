@@ -261,6 +261,8 @@ def from_dict(data) -> ExperimentConfig:
     data = dict(data)
     space = _build_named(SpaceConfig, "name", _space_options, data.pop("space", None), "space")
     search = _build_named(SearchConfig, "algorithm", _search_options, data.pop("search", None), "search")
+    if hasattr(search.options, "check_space"):  # what an algorithm needs of the space (at load, not trial start)
+        search.options.check_space(space)
     return dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
 
 

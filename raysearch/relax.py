@@ -38,6 +38,11 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(-1).mean()
 
 
+def probability_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the rows of `p` (each sums to 1; zeros, e.g. pruned ops, count 0)."""
+    return -torch.special.xlogy(p, p).sum(-1).mean()
+
+
 def check_encoding(logits: torch.Tensor) -> None:
     if not torch.isfinite(logits).all():
         raise DivergenceError("an architecture/HP encoding holds NaN or inf: the search diverged")

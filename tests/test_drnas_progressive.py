@@ -1,6 +1,7 @@
 """Progressive DrNAS: partial channels, pruning and widening between two stages, warm-up, resume."""
 
 import io
+import math
 
 import pytest
 import torch
@@ -65,6 +66,8 @@ def test_two_stages_prune_widen_and_restart_the_optimizers(digits):
         assert len(edge.keep) == 3 and edge[2][1].in_channels == 4  # C/2
     probabilities = algo.probabilities()["cell"]
     assert ((probabilities > 0).sum(-1) == 3).all()
+    # the reported entropy is of what the derivation reads: pruned ops count 0, so at most log(3) < log(5)
+    assert 0 < metrics["arch_entropy"] <= math.log(3) + 1e-6
     assert algo.derive().genotype.indices == tuple(probabilities.argmax(-1).tolist())
     # the stage-1 weights sit in the corner of the widened tensors (the one SGD step moved them a little)
     conv = "blocks.0.edges.0.3.1.weight"
@@ -107,3 +110,15 @@ def test_progressive_runs_in_the_darts_space(digits):
 def test_mbconv_has_no_partial_channels():
     with pytest.raises(ValueError, match="cell space"):
         _drnas("mbconv")
+
+
+@pytest.mark.parametrize("space, match", [
+    ({"name": "nb201", "channels": 6}, "space.channels: 6 is not divisible"),
+    ({"name": "mbconv"}, "need a cell space"),
+])
+def test_a_space_progressive_drnas_cannot_split_fails_when_the_config_loads(space, match):
+    from raysearch.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=match):
+        from_dict({"name": "t", "space": space, "search": {"algorithm": "drnas", "progressive": True}})
+    from_dict({"name": "t", "space": space, "search": {"algorithm": "drnas"}})  # the one-stage search splits nothing

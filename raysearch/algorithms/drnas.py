@@ -39,6 +39,18 @@ class DrNASConfig(SupernetConfig):
         if self.progressive and search.epochs < 2:
             raise ConfigError("search.epochs: progressive DrNAS needs at least 2 epochs (2 stages)")
 
+    def check_space(self, space) -> None:
+        if not self.progressive:
+            return
+        channels = getattr(space.options, "channels", None)
+        if channels is None:
+            raise ConfigError(f"search.progressive: partial channels need a cell space with space.channels "
+                              f"(nb201, darts), not {space.name}")
+        for k in self.partial_channels:
+            if channels % k:
+                raise ConfigError(f"space.channels: {channels} is not divisible by search.partial_channels "
+                                  f"{list(self.partial_channels)}")
+
 
 class DrNAS(SupernetSearch):
     def __init__(self, *args, **kwargs):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
 from raysearch.algorithms.selection import SELECTIONS, Perturbation
 from raysearch.config import TrainingConfig, spec
-from raysearch.relax import entropy
+from raysearch.relax import probability_entropy
 from raysearch.training import check_finite
 
 
@@ -155,7 +155,8 @@ class SupernetSearch(SearchAlgorithm):
         else:
             metrics = {**self.weight_step(train), **self.encoding_step(train, val)}
         self.steps += 1
-        metrics["arch_entropy"] = sum(entropy(a.detach()).item() for a in self.alpha.values()) / len(self.alpha)
+        probabilities = self.probabilities()  # what the derivation reads (DrNAS: the Dirichlet mean)
+        metrics["arch_entropy"] = sum(probability_entropy(p).item() for p in probabilities.values()) / len(probabilities)
         return metrics
 
     # -- derivation ---------------------------------------------------------------
