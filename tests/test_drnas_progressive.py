@@ -73,6 +73,21 @@ def test_two_stages_prune_widen_and_restart_the_optimizers(digits):
     conv = "blocks.0.edges.0.3.1.weight"
     assert torch.allclose(algo.net.get_parameter(conv)[:2, :2], stage1[conv], atol=0.05)
     assert len(algo.encoding_optimizer.state) == 0  # a fresh Adam: warm-up again, no step yet
+    # the fresh SGD starts its own cosine: the first stage-2 step ran at the initial lr again
+    assert algo.weight_optimizer.param_groups[0]["lr"] == pytest.approx(algo.options.weight_lr)
+
+
+def test_perturbation_selection_decides_among_the_kept_ops_only(digits):
+    algo = _drnas(selection="perturbation", tune_epochs=1)
+    _steps(algo, digits, 0, 5)  # into the second stage
+    scored = []
+    algo.selection._accuracy = lambda weights, val: scored.append(weights) or 0.5
+    val = _batches(digits, 0, 1)[0]
+    for _ in range(6):  # the op of every row of the one NB201 cell
+        algo.selection._decide(val)
+    assert len(scored) == 6 * (3 + 1)  # 3 kept candidates per row, then the accuracy after the decision
+    for row, kept in enumerate(algo.keep["cell"].tolist()):
+        assert algo.selection.override["cell"][row].argmax().item() in kept
 
 
 def test_pruned_ops_are_not_computed(digits):

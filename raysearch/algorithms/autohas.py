@@ -27,7 +27,9 @@ Choices the paper leaves open: Adam betas (0.5, 0.999) for the encodings, as
 in the DARTS/GDAS encoding optimizers; no weight decay on the encodings (it
 would pull continuous HPs toward the mean of their basis); g is clipped
 before the step; Adam as a searched optimizer is AdamW (decoupled weight
-decay, so its step stays linear in lr x wd) with its own default lr `adam_lr`.
+decay, so its step stays linear in lr x wd) with its own default lr `adam_lr`,
+torch's default betas (0.9, 0.999) and eps, and the same weight-decay basis
+(training.weight_decay x the searched multipliers) as SGD.
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ of that earlier measurement (they are copied back, so the derivation and any
 selection read them).
 
 Choices left open: window and look-back count measurements (not epochs);
-20 power iterations from a seeded random start.
+the average is trailing (over the measurements so far while fewer than
+`es_window` exist), so a stop is known when it happens; 20 power iterations
+from a seeded random start give the eigenvalue of largest magnitude, which
+is the largest one once the curvature that matters (positive) dominates.
 """
 
 from __future__ import annotations

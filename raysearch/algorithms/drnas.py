@@ -11,9 +11,14 @@ the epochs each. Stage 1 passes 1/k1 of every edge's channels through its ops
 (partial channels, k1 = 4); at the stage boundary each edge keeps its
 `keep_ops` strongest ops by the Dirichlet mean, the edges widen to 1/k2 of
 the channels (k2 = 2), and both optimizers start fresh. In each stage the
-encodings stay still for the first `warmup_epochs` epochs. Choice left open:
-widening copies each stage-1 weight tensor into the corner of its wider
-stage-2 tensor (the new channels start from the seeded default init).
+encodings stay still for the first `warmup_epochs` epochs. Choices left
+open: widening copies each stage-1 weight tensor into the corner of its wider
+stage-2 tensor (the new channels start from the seeded default init); the
+weight lr's cosine restarts with the fresh optimizer, over each stage's
+steps; pruning ranks ops by the Dirichlet mean, which orders a row's ops as
+beta does. In the DARTS space stage 1 mixes all 8 ops (the 5 -> 3 of the
+paper is NB201's), and `none` may be among the kept ones: the derivation
+excludes it afterwards.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics
+from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics, cosine
 from raysearch.config import ConfigError, spec
 from raysearch.relax import dirichlet, dirichlet_kl_to_uniform, dirichlet_mean
 
@@ -62,6 +67,13 @@ class DrNAS(SupernetSearch):
     def build_supernet(self):
         o = self.options
         return self.space.supernet(partial=o.partial_channels[self.stage - 1] if o.progressive else 1)
+
+    def weight_lr(self) -> float:
+        if not self.options.progressive:
+            return super().weight_lr()
+        o = self.options
+        length = self.stage_steps if self.stage == 1 else self.total_steps - self.stage_steps
+        return cosine(o.weight_lr, o.weight_lr_min, self.steps - self.stage_start, length)
 
     # -- relaxation -----------------------------------------------------------------
     def mix(self):

@@ -3,7 +3,9 @@
 Before each weight step, softmax(alpha) gets uniform noise in [-eps, eps]
 and is projected back onto the simplex; the encodings themselves are not
 changed. eps ramps linearly per epoch from `epsilon_min` to `epsilon` as in
-the reference code: eps_e = epsilon_min + (epsilon - epsilon_min) e / E.
+the reference code: eps_e = epsilon_min + (epsilon - epsilon_min) e / E for
+epochs e = 0 .. E-1, so the last epoch's amplitude falls short of `epsilon`
+by (epsilon - epsilon_min) / E.
 Encoding steps are DARTS's (first order by default, as the reference runs).
 """
 
@@ -18,7 +20,7 @@ from raysearch.relax import uniform_perturbation
 
 @dataclass(frozen=True)
 class SDartsRSConfig(DartsConfig):
-    epsilon: float = spec(0.3, ge=0.0)  # noise amplitude reached at the last epoch
+    epsilon: float = spec(0.3, ge=0.0)  # noise amplitude the ramp heads to (e/E: reached one epoch past the last)
     epsilon_min: float = spec(0.03, ge=0.0)  # noise amplitude of the first epoch
 
 

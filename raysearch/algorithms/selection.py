@@ -4,8 +4,10 @@ Magnitude reads the space's derivation rule off the encodings' probabilities
 at the end of the search. Perturbation (Wang et al., 2021) decides one edge at
 a time, in a seeded random order: for each candidate op it zeroes that op's
 mixing weight (no renormalisation) and measures the supernet's accuracy on
-the whole search-val split (BN uses batch statistics, as in training); the op
-whose removal hurts most is kept and the edge becomes one-hot. Spaces with a
+the whole search-val split (BN uses batch statistics, as in training,
+over 512-sample chunks); the op
+whose removal hurts most is kept and the edge becomes one-hot (ops already
+pruned to weight 0, as by progressive DrNAS, are not candidates). Spaces with a
 topology (DARTS: 2 inputs kept per node) then decide each node in random order,
 deleting the incoming edge whose removal hurts least until the node keeps
 its inputs. The supernet is tuned for `tune_epochs` between decisions.
@@ -76,7 +78,9 @@ class Perturbation:
         space = self.algorithm.space
         if kind == "op":
             name, row = item
-            candidates = [k for k, op in enumerate(space.encodings[name][1]) if op not in space.excluded_ops]
+            # ops the supernet still mixes on this row (progressive DrNAS pruned the others to weight 0)
+            candidates = [k for k, op in enumerate(space.encodings[name][1])
+                          if op not in space.excluded_ops and current[name][row, k] > 0]
             scores = []
             for k in candidates:
                 trial = {n: w.clone() for n, w in current.items()}

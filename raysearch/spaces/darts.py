@@ -4,7 +4,8 @@ Follows the DARTS code base (Liu et al., 2019): two preprocessed inputs per
 cell (the outputs of the two previous cells), node i sums one op per earlier
 state, the cell concatenates its intermediate nodes; reduction cells sit at
 1/3 and 2/3 of the layers and double the width; edges from the inputs of a
-reduction cell are strided.
+reduction cell are strided. In the supernet the cells' BN is non-affine
+(batch statistics only); the stem's BN stays affine, as in the DARTS code.
 """
 
 from __future__ import annotations
