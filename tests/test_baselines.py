@@ -32,8 +32,10 @@ BUDGET = {"epochs": 3, "budget_epochs": 12, "max_concurrent": 1, "lr_range": [0.
 OWN = {  # each baseline's own options, small enough for a test
     "random": {}, "asha": {"grace_period": 1}, "bohb": {"reduction_factor": 3},
     "rea": {"population": 6, "sample_size": 2, "budget_epochs": 18, "lr_range": [0.05, 1e8]},
-    # fewer divergent proposals, so that promoted trials pause and resume within the budget
-    "rank_nosh": {"proposals": 3, "proxy_samples": 8, "candidates": 50, "ranker_epochs": 30, "lr_range": [0.05, 1e4]},
+    # fewer divergent proposals, and budget for a second promotion besides the killed trial's (epoch 2 is
+    # only ever reached by a promoted trial, so the killed one is always a paused-and-resumed one too)
+    "rank_nosh": {"proposals": 3, "proxy_samples": 8, "candidates": 50, "ranker_epochs": 30, "lr_range": [0.05, 1e4],
+                  "budget_epochs": 18},
 }
 PAUSING = {"rank_nosh"}  # pauses trials at each level and resumes the promoted ones (within this budget)
 
