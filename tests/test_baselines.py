@@ -185,8 +185,8 @@ def test_ctrl_c_mid_sweep_then_resume_continues_the_pyramid(tmp_path):
     from tests.test_run import _cli, _start_and_stop_at
 
     config = {**{k: v for k, v in TINY.items() if k != "search"}, "retrain": {"epochs": 1},
-              "search": {"algorithm": "rank_nosh", **BUDGET, "budget_epochs": 15, "lr_range": [0.01, 0.5],
-                         **{k: v for k, v in OWN["rank_nosh"].items() if k != "lr_range"}}}
+              "search": {"algorithm": "rank_nosh", **BUDGET, **OWN["rank_nosh"], "budget_epochs": 15,
+                         "lr_range": [0.01, 0.5]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
     driver, stderr, run_dir = _start_and_stop_at(tmp_path, "sweep.yaml", "[search ",
                                                  lambda d: os.kill(d.pid, signal.SIGINT), after=4)
