@@ -38,6 +38,18 @@ def test_supernet_and_derived_network_shapes(name):
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
+def test_a_functional_call_on_the_supernet_leaves_its_parameters_in_place(name):
+    """AutoHAS and second-order DARTS evaluate the supernet at other weights with torch.func.functional_call,
+    which leaves a module registered under several parents with plain tensors swapped in."""
+    space = tiny_space(name, DATA)
+    net = space.supernet()
+    assert len(list(net.named_parameters(remove_duplicate=False))) == len(list(net.parameters()))
+    values = {n: p.detach() + 1 for n, p in net.named_parameters()}
+    torch.func.functional_call(net, values, (torch.randn(3, 1, 8, 8), _random_weights(space)))
+    assert all(type(p) is torch.nn.Parameter for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
 def test_genotype_strings_and_choices_round_trip(name):
     space = tiny_space(name)
     rng = random.Random(0)

@@ -121,12 +121,19 @@ def _max_pool(c_in, c_out, stride, affine, track):
     return nn.Sequential(ReLUConvBN(c_in, c_out, 1, 1, 0, affine, track), pool)
 
 
+MBCONV_KERNELS, MBCONV_EXPANSIONS = (3, 5, 7), (3, 6)  # AutoHAS's choices per block
+MBCONV_OPS = tuple(f"mb_k{k}_e{e}" for k in MBCONV_KERNELS for e in MBCONV_EXPANSIONS)
+
+
+def mbconv_choice(name: str) -> tuple[int, int]:
+    """(kernel, expansion) of an MBConv op name, e.g. mb_k5_e6 -> (5, 6)."""
+    kernel, expansion = name.removeprefix("mb_k").split("_e")
+    return int(kernel), int(expansion)
+
+
 def _mbconv(kernel: int, expansion: int):
     return lambda c_in, c_out, stride, affine, track: InvertedResidual(c_in, c_out, kernel, stride, expansion,
                                                                        affine, track)
-
-
-MBCONV_OPS = tuple(f"mb_k{k}_e{e}" for k in (3, 5, 7) for e in (3, 6))  # kernel x expansion, AutoHAS's choices
 
 OPS = Registry("op", {
     "none": lambda c_in, c_out, stride, affine, track: Zero(c_in, c_out, stride),
@@ -139,5 +146,5 @@ OPS = Registry("op", {
     "sep_conv_5x5": lambda c_in, c_out, stride, affine, track: SepConv(c_in, c_out, 5, stride, 2, affine, track),
     "dil_conv_3x3": lambda c_in, c_out, stride, affine, track: DilConv(c_in, c_out, 3, stride, 2, 2, affine, track),
     "dil_conv_5x5": lambda c_in, c_out, stride, affine, track: DilConv(c_in, c_out, 5, stride, 4, 2, affine, track),
-    **{name: _mbconv(int(name[4]), int(name[-1])) for name in MBCONV_OPS},
+    **{name: _mbconv(*mbconv_choice(name)) for name in MBCONV_OPS},
 })
