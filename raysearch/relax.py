@@ -32,15 +32,14 @@ def gumbel_hard(logits: torch.Tensor, tau: float, generator: torch.Generator):
     return hard - probs.detach() + probs, index
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean entropy (nats) of the categorical distributions softmax(logits) over the last dim."""
-    log_p = F.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1).mean()
-
-
 def probability_entropy(p: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of the rows of `p` (each sums to 1; zeros, e.g. pruned ops, count 0)."""
     return -torch.special.xlogy(p, p).sum(-1).mean()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of the categorical distributions softmax(logits) over the last dim."""
+    return probability_entropy(logits.softmax(-1))
 
 
 def check_encoding(logits: torch.Tensor) -> None:
