@@ -4,11 +4,10 @@ Magnitude reads the space's derivation rule off the encodings' probabilities
 at the end of the search. Perturbation (Wang et al., 2021) decides one edge at
 a time, in a seeded random order: for each candidate op it zeroes that op's
 mixing weight (no renormalisation) and measures the supernet's accuracy on
-the whole search-val split (BN uses batch statistics, as in training,
-over 512-sample chunks); the op
-whose removal hurts most is kept and the edge becomes one-hot (ops already
-pruned to weight 0, as by progressive DrNAS, are not candidates). Spaces with a
-topology (DARTS: 2 inputs kept per node) then decide each node in random order,
+the whole search-val split (BN uses batch statistics, as in training, over
+512-sample chunks); the op whose removal hurts most is kept and the edge
+becomes one-hot (ops already pruned to weight 0, as by progressive DrNAS, are
+not candidates). Spaces with a topology (DARTS: 2 inputs kept per node) then decide each node in random order,
 deleting the incoming edge whose removal hurts least until the node keeps
 its inputs. The supernet is tuned for `tune_epochs` between decisions.
 

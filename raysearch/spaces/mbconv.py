@@ -11,9 +11,9 @@ its largest choice (kernel 7, expansion 6): a smaller kernel is the centre of
 the depthwise kernel, a smaller expansion the first hidden channels (as in
 single-path NAS and TuNAS, the weight sharing the AutoHAS authors build on).
 ALGORITHMS.md leaves this open. With independent weights per choice, each
-sampled path rewired every block's channels to unrelated features, and a
-single-path training on digits was at 0.18 val accuracy after 30 epochs; with shared
-weights it trains like the fixed network.
+sampled path rewired every block's channels to unrelated features, and
+single-path training on digits was at 0.18 val accuracy after 30 epochs;
+with shared weights it trains like the fixed network.
 """
 
 from __future__ import annotations
