@@ -7,9 +7,9 @@ by a central finite difference around w: eps = fd_scale / ||v|| (DARTS: 0.01),
 H = (grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)) / (2 eps),
 on the same training batch. The virtual step follows the DARTS code: plain
 momentum (no Nesterov) and no gradient clipping. With ReLU supernets the
-weight move of norm 0.01 crosses kinks, so the difference can be several % off the exact product
-(measured on a tiny NB201 supernet); it is exact to 1e-9 at fd_scale 1e-4 in
-float64 (tests/test_darts_algorithms.py). Known failure: on NB201 DARTS drifts
+weight move of norm 0.01 crosses kinks, so the difference can be several %
+off the exact product (measured on a tiny NB201 supernet); it is exact to
+1e-9 at fd_scale 1e-4 in float64 (tests/test_darts_algorithms.py). Known failure: on NB201 DARTS drifts
 to all-skip cells.
 """
 
