@@ -63,12 +63,19 @@ class RetrainConfig:
     epochs: int | None = spec(None, ge=1)  # retraining epochs; null = search.epochs
 
 
+BATCH_NORMS = ("per_shard", "synchronized")  # a sharded supernet's batch statistics (raysearch.distributed)
+
+
 @dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # Ray cluster address; null starts a local Ray with this machine's CPUs
     num_cpus: int | None = spec(None, ge=1)  # CPUs of a local Ray; null = all
-    cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial
+    cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial (with workers > 1: its driver only)
     gpus_per_trial: float = spec(0.0, ge=0.0)  # GPUs reserved by each trial (the device follows)
+    workers: int = spec(1, ge=1)  # Ray Train workers one differentiable search is sharded over (1: in the trial)
+    cpus_per_worker: float = spec(1.0, gt=0.0)  # CPUs of each Train worker (workers > 1)
+    gpus_per_worker: float = spec(0.0, ge=0.0)  # GPUs of each Train worker (workers > 1; NCCL when > 0, else gloo)
+    batch_norm: str = spec("per_shard", choices=BATCH_NORMS)  # supernet BN statistics over workers: per shard or global
     max_failures: int = spec(2, ge=0)  # restarts of a failed trial from its last checkpoint
     storage_path: str | None = None  # Tune storage shared by all nodes (NFS path or s3://...); null = <run dir>/ray
 
@@ -263,7 +270,23 @@ def from_dict(data) -> ExperimentConfig:
     search = _build_named(SearchConfig, "algorithm", _search_options, data.pop("search", None), "search")
     if hasattr(search.options, "check_space"):  # what an algorithm needs of the space (at load, not trial start)
         search.options.check_space(space)
-    return dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
+    config = dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
+    _check_workers(config)
+    return config
+
+
+def _check_workers(config: ExperimentConfig) -> None:
+    workers = config.ray.workers
+    if workers == 1:
+        return
+    from raysearch.algorithms import ALGORITHMS
+
+    if config.search.algorithm not in ALGORITHMS:
+        raise ConfigError(f"ray.workers: {workers} shards a differentiable search; a baseline "
+                          f"({config.search.algorithm}) trains one configuration per trial: set 1")
+    if config.search.batch_size % workers:
+        raise ConfigError(f"search.batch_size: {config.search.batch_size} does not split evenly over "
+                          f"ray.workers = {workers} (every worker takes an equal shard of each batch)")
 
 
 def _apply_override(data: dict, assignment: str) -> None:

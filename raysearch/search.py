@@ -11,8 +11,8 @@ from raysearch.algorithms import ALGORITHMS, SearchAlgorithm
 from raysearch.algorithms.selection import selection_epochs
 from raysearch.config import ExperimentConfig
 from raysearch.data import BatchStream, Splits
+from raysearch.distributed import LOCAL
 from raysearch.spaces import build_space
-from raysearch.training import accuracy
 
 
 def planned_epochs(config: ExperimentConfig) -> int:
@@ -24,26 +24,30 @@ def planned_epochs(config: ExperimentConfig) -> int:
 
 class SearchLoop:
     """Runs a search epoch by epoch, then its selection's epochs; its state is the algorithm's,
-    the streams' and the epoch."""
+    the streams' and the epoch, the same on every rank of a sharded search (`dist`), where each rank
+    steps on its slice of every global batch of `batch_size`."""
 
     def __init__(self, algorithm: SearchAlgorithm, splits: Splits, epochs: int, batch_size: int, seed: int,
-                 device):
+                 device, dist=LOCAL):
         self.algorithm, self.splits, self.search_epochs, self.device = algorithm, splits, epochs, device
-        self.train = BatchStream(*splits.train, batch_size, seed)
-        self.val = BatchStream(*splits.val, batch_size, seed + 1)
+        self.dist = dist
+        shard = (dist.rank, dist.world_size)
+        self.train = BatchStream(*splits.train, batch_size, seed, shard)
+        self.val = BatchStream(*splits.val, batch_size, seed + 1, shard)
         self.epoch = 0
         self.history: list[dict[str, list]] = []  # encoding probabilities after each epoch
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig, splits: Splits, device=torch.device("cpu")) -> "SearchLoop":
+    def from_config(cls, config: ExperimentConfig, splits: Splits, device=torch.device("cpu"),
+                    dist=LOCAL) -> "SearchLoop":
         search = config.search
         steps_per_epoch = len(splits.train[0]) // search.batch_size
         algorithm = ALGORITHMS[search.algorithm].build(
             build_space(config.space, splits.shape), search.options, config.training,
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=steps_per_epoch, dist=dist,
         )
-        return cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device)
+        return cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device, dist)
 
     @property
     def searching(self) -> bool:
@@ -56,7 +60,7 @@ class SearchLoop:
 
     def run_epoch(self) -> dict[str, float]:
         """One search epoch (a pass over search-train) or one selection epoch; returns epoch means
-        plus full search-val metrics of the derived architecture."""
+        (over ranks too) plus full search-val metrics of the derived architecture."""
         if self.searching:
             sums: dict[str, float] = {}
             for _ in range(self.train.batches_per_pass):
@@ -66,9 +70,10 @@ class SearchLoop:
             metrics.update(self.algorithm.end_epoch(next(self.val)))
         else:
             metrics = self.algorithm.selection.run_epoch(self.train, self.splits.val)
+        metrics = self.dist.average_metrics(metrics)
         result = self.algorithm.derive()
         metrics.update({k: v for k, v in result.hparams.items() if isinstance(v, float)})
-        metrics["derived_val_loss"], metrics["derived_val_acc"] = accuracy(
+        metrics["derived_val_loss"], metrics["derived_val_acc"] = self.dist.evaluate(
             self.algorithm.derived_logits, *self.splits.val, self.device)
         self.epoch += 1
         self.history.append({k: v.tolist() for k, v in self.algorithm.encodings().items()})

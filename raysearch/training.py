@@ -39,14 +39,23 @@ def replay(values, step: int, total_steps: int) -> float:
 
 
 @torch.no_grad()
+def split_sums(forward, x: torch.Tensor, y: torch.Tensor, device, chunk: int = 512,
+               shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """[summed cross-entropy, correct count] of `forward` over a split in chunks of `chunk`; with `shard`
+    (rank, ranks), over chunks rank, rank + ranks, ... only (each chunk as one process would see it)."""
+    rank, ranks = shard
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    for start in range(rank * chunk, len(x), chunk * ranks):
+        xb, yb = x[start : start + chunk].to(device), y[start : start + chunk].to(device)
+        logits = forward(xb)
+        sums[0] += F.cross_entropy(logits, yb, reduction="sum").double()
+        sums[1] += (logits.argmax(1) == yb).sum().double()
+    return sums
+
+
 def accuracy(forward, x: torch.Tensor, y: torch.Tensor, device, batch_size: int = 512) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `forward` over a whole split, in chunks."""
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        logits = forward(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
+    loss_sum, correct = split_sums(forward, x, y, device, batch_size).tolist()
     return loss_sum / len(x), correct / len(x)
 
 

@@ -43,8 +43,9 @@ from torch.func import functional_call
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
 from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
 from raysearch.config import ConfigError, TrainingConfig, spec
+from raysearch.distributed import LOCAL
 from raysearch.relax import entropy, gumbel_hard
-from raysearch.training import check_finite, scheduled_lr
+from raysearch.training import scheduled_lr
 
 MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 HP_ENCODINGS = ("lr", "wd", "optimizer")
@@ -76,13 +77,13 @@ class AutoHASConfig:
 
 class AutoHAS(SearchAlgorithm):
     def __init__(self, space, options: AutoHASConfig, training: TrainingConfig, total_steps: int,
-                 seed: int, device=torch.device("cpu"), steps_per_epoch: int | None = None):
+                 seed: int, device=torch.device("cpu"), steps_per_epoch: int | None = None, dist=LOCAL):
         # steps_per_epoch: part of the common constructor; AutoHAS's schedules are per step.
         self.space, self.options, self.training = space, options, training
-        self.total_steps, self.device = total_steps, torch.device(device)
+        self.total_steps, self.device, self.dist = total_steps, torch.device(device), dist
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the supernet's initial weights
-            self.net = space.supernet().to(self.device)
+            self.net = dist.prepare(space.supernet()).to(self.device)
         self.weights = [p for p in self.net.parameters()]
         self.names = [n for n, _ in self.net.named_parameters()]
         self.rules = [build_rule(name, self.weights, training) for name in options.optimizers]
@@ -141,9 +142,9 @@ class AutoHAS(SearchAlgorithm):
         # (2) training gradient of the sampled architecture
         logits = self.net(x, {k: w.detach() for k, w in arch_w.items()}, active)
         loss = F.cross_entropy(logits, y)
-        check_finite(loss, "training loss", self.steps)
         # Unsampled ops get no gradient: zeros, so their weights still decay and keep momentum.
         grads = torch.autograd.grad(loss, self.weights, allow_unused=True, materialize_grads=True)
+        _, grads = self.synced(loss, grads, "training loss")  # g, and with it W', is global
         if self.training.grad_clip is not None:
             norm = torch.nn.utils.get_total_norm(grads)
             scale = (self.training.grad_clip / (norm + 1e-6)).clamp(max=1.0)
@@ -158,9 +159,12 @@ class AutoHAS(SearchAlgorithm):
             updated[n] = w.detach() - step
         val_logits = functional_call(self.net, updated, (xv, arch_w, active))
         val_loss = F.cross_entropy(val_logits, yv)
-        check_finite(val_loss, "validation loss", self.steps)
         self.encoding_optimizer.zero_grad(set_to_none=True)
         val_loss.backward()
+        encodings = [e for e in self.enc.parameters() if e.grad is not None]
+        _, encoding_grads = self.synced(val_loss, [e.grad for e in encodings], "validation loss")
+        for e, g in zip(encodings, encoding_grads):
+            e.grad = g
         self.encoding_optimizer.step()
 
         # (4) the sampled optimizer's step, in place: W <- W - lr (u + wd v); states follow g first (at W)

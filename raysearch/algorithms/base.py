@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from raysearch.distributed import LOCAL
+from raysearch.training import check_finite
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -19,15 +22,26 @@ class SearchResult:
 class SearchAlgorithm(ABC):
     """One differentiable search over a supernet, driven step by step by a plain loop.
 
-    Constructor: `(space, options, training, total_steps, seed, device, steps_per_epoch)`;
+    Constructor: `(space, options, training, total_steps, seed, device, steps_per_epoch, dist)`;
     `encoding_optimizer` is the one optimizer that changes the encodings.
+    `dist` (raysearch.distributed) shards the search: every gradient goes
+    through `synced` before an optimizer uses it.
     After each search epoch the loop calls `end_epoch`; an algorithm that stops
     early sets `stopped`. A `selection` (e.g. perturbation) runs its own epochs
     after the search epochs.
     """
 
     stopped = False  # the search ended before its epochs (early stopping)
+    dist = LOCAL  # the distributed context; the constructor sets it
+    steps = 0  # search steps taken
     selection = None  # the selection that runs after the search epochs, or None (the derivation rule only)
+
+    def synced(self, loss: torch.Tensor, tensors, what: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`loss` and `tensors` (gradients of it) averaged over ranks in one collective; then a loss that is
+        not finite on any rank raises on every rank at the same step."""
+        loss, *tensors = self.dist.average([loss.detach(), *tensors])
+        check_finite(loss, what, self.steps)
+        return loss, tensors
 
     def end_epoch(self, val_batch) -> dict[str, float]:
         """Hook after every search epoch, with one validation batch; returns extra metrics."""

@@ -23,7 +23,6 @@ from torch.func import functional_call
 
 from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics
 from raysearch.config import spec
-from raysearch.training import check_finite
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,11 @@ class Darts(SupernetSearch):
             return super().encoding_gradients(train, val)
         return self.unrolled_gradients(train, val)
 
-    def _grads_alpha(self, params: dict, batch, what: str) -> list[torch.Tensor]:
+    def _grads_alpha(self, params: dict, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x, y = batch
         weights, active = self.mix()
         loss = F.cross_entropy(functional_call(self.net, params, (x, weights, active)), y)
-        check_finite(loss, what, self.steps)
-        return list(torch.autograd.grad(loss, list(self.alpha.values())))
+        return loss, list(torch.autograd.grad(loss, list(self.alpha.values())))
 
     def unrolled_gradients(self, train, val):
         names = [n for n, _ in self.net.named_parameters()]
@@ -52,9 +50,9 @@ class Darts(SupernetSearch):
         # the virtual step, with the momentum the real step would use
         weights, active = self.mix()
         train_loss = F.cross_entropy(self.net(train[0], {k: v.detach() for k, v in weights.items()}, active), train[1])
-        check_finite(train_loss, "training loss", self.steps)
         grads = torch.autograd.grad(train_loss, list(self.net.parameters()), allow_unused=True,
                                     materialize_grads=True)
+        _, grads = self.synced(train_loss, grads, "training loss")  # the virtual step is the same on every rank
         state = self.weight_optimizer.state
         unrolled = {}
         for name, p, wp, g in zip(names, self.net.parameters(), w, grads):
@@ -65,13 +63,14 @@ class Darts(SupernetSearch):
         x, y = val
         val_logits = functional_call(self.net, unrolled, (x, *self.mix()))
         val_loss = F.cross_entropy(val_logits, y)
-        check_finite(val_loss, "validation loss", self.steps)
         *direct, = torch.autograd.grad(val_loss, list(self.alpha.values()), retain_graph=True)
         v = torch.autograd.grad(val_loss, list(unrolled.values()), allow_unused=True, materialize_grads=True)
-        # H v by a central finite difference around w
+        _, v = self.synced(val_loss, v, "validation loss")  # eps and w+- are the same on every rank
+        # H v by a central finite difference around w; the result is linear in each rank's
+        # gradients, so one average of it is the global encoding gradient.
         eps = self.options.fd_scale / torch.sqrt(sum((g * g).sum() for g in v))
-        plus = self._grads_alpha({n: wp + eps * g for n, wp, g in zip(names, w, v)}, train, "training loss (w+)")
-        minus = self._grads_alpha({n: wp - eps * g for n, wp, g in zip(names, w, v)}, train, "training loss (w-)")
-        grads = {name: d - xi * (gp - gm) / (2 * eps)
-                 for name, d, gp, gm in zip(self.alpha.keys(), direct, plus, minus)}
-        return grads, _metrics("val", val_loss, val_logits, y)
+        loss_plus, plus = self._grads_alpha({n: wp + eps * g for n, wp, g in zip(names, w, v)}, train)
+        loss_minus, minus = self._grads_alpha({n: wp - eps * g for n, wp, g in zip(names, w, v)}, train)
+        local = [d - xi * (gp - gm) / (2 * eps) for d, gp, gm in zip(direct, plus, minus)]
+        _, combined = self.synced(loss_plus + loss_minus, local, "training loss at w +- eps v")
+        return dict(zip(self.alpha.keys(), combined)), _metrics("val", val_loss, val_logits, y)

@@ -39,15 +39,18 @@ class DartsESConfig(DartsConfig):
 
 
 def dominant_eigenvalue(loss: torch.Tensor, params: list[torch.Tensor], iterations: int,
-                        generator: torch.Generator) -> float:
-    """The eigenvalue of largest magnitude of the Hessian of `loss` w.r.t. `params` (Rayleigh quotient)."""
+                        generator: torch.Generator, average=list) -> float:
+    """The eigenvalue of largest magnitude of the Hessian of `loss` w.r.t. `params` (Rayleigh quotient).
+
+    `average` maps each rank's Hessian-vector product to the mean over ranks (the Hessian of the mean loss).
+    """
     grads = torch.autograd.grad(loss, params, create_graph=True)
     v = [torch.randn(p.shape, generator=generator).to(p.device) for p in params]
     value = 0.0
     for _ in range(iterations):
         norm = torch.sqrt(sum((u * u).sum() for u in v))
         v = [u / norm for u in v]
-        hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+        hv = average(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
         value = sum((h * u).sum() for h, u in zip(hv, v)).item()
         v = [h.detach() for h in hv]
     return value
@@ -78,7 +81,8 @@ class DartsES(Darts):
             return {}
         x, y = (t.to(self.device) for t in val_batch)
         loss = F.cross_entropy(self.net(x, *self.mix()), y)
-        value = dominant_eigenvalue(loss, list(self.alpha.values()), o.power_iterations, self.generator)
+        value = dominant_eigenvalue(loss, list(self.alpha.values()), o.power_iterations, self.generator,
+                                    self.dist.average)
         self.measurements.append((self.epoch, value, {k: a.detach().clone() for k, a in self.alpha.items()}))
         index = stop_index([m[1] for m in self.measurements], [m[0] for m in self.measurements],
                            o.es_window, o.es_lookback, o.es_threshold, o.es_min_epoch)

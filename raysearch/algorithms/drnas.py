@@ -96,6 +96,7 @@ class DrNAS(SupernetSearch):
         if o.progressive and self.steps - self.stage_start < o.warmup_epochs * self.steps_per_epoch:
             with torch.no_grad():  # the encodings wait for the weights of this stage to warm up
                 loss, logits = self.encoding_loss(val)
+            self.synced(loss, [], "validation loss")
             return _metrics("val", loss, logits, val[1])
         return super().encoding_step(train, val)
 
@@ -110,9 +111,7 @@ class DrNAS(SupernetSearch):
         """Prune every edge to `keep` ops, widen it to 1/k2 of the channels, restart both optimizers."""
         old = dict(self.net.named_parameters())
         self.stage, self.stage_start, self.keep = 2, self.steps, keep
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + 2)  # the new channels' initial weights
-            self.net = self.build_supernet().to(self.device)
+        self.net = self.new_supernet(self.seed + 2)  # the new channels' initial weights
         with torch.no_grad():
             for name, param in self.net.named_parameters():
                 param[tuple(slice(0, n) for n in old[name].shape)] = old[name]

@@ -24,7 +24,6 @@ import random
 
 import torch
 
-from raysearch.training import accuracy
 
 SELECTIONS = ("magnitude", "perturbation")
 
@@ -69,7 +68,7 @@ class Perturbation:
     def _accuracy(self, weights, val) -> float:
         net, device = self.algorithm.net, self.algorithm.device
         weights = {name: w.to(device) for name, w in weights.items()}
-        return accuracy(lambda x: net(x, weights), *val, device)[1]
+        return self.algorithm.dist.evaluate(lambda x: net(x, weights), *val, device)[1]  # global over ranks
 
     def _decide(self, val) -> float:
         kind, item = self.plan[self.made]

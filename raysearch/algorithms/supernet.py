@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
 from raysearch.algorithms.selection import SELECTIONS, Perturbation
 from raysearch.config import TrainingConfig, spec
+from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
-from raysearch.training import check_finite
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,13 @@ class SupernetSearch(SearchAlgorithm):
     arch_first = True  # DARTS and DrNAS update the encodings before the weights; GDAS after
 
     def __init__(self, space, options: SupernetConfig, training: TrainingConfig, total_steps: int, seed: int,
-                 device=torch.device("cpu"), steps_per_epoch: int | None = None):
+                 device=torch.device("cpu"), steps_per_epoch: int | None = None, dist=LOCAL):
         self.space, self.options, self.training, self.device = space, options, training, torch.device(device)
+        self.dist = dist
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch or total_steps
         init = torch.Generator().manual_seed(seed)
         self.seed = seed
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the supernet's initial weights
-            self.net = self.build_supernet().to(self.device)
+        self.net = self.new_supernet(seed)  # the supernet's initial weights
         self.alpha = torch.nn.ParameterDict({
             name: options.arch_init_std * torch.randn(shape, generator=init)
             for name, shape in space.encoding_shapes().items()}).to(self.device)
@@ -75,6 +74,12 @@ class SupernetSearch(SearchAlgorithm):
 
     def build_supernet(self):
         return self.space.supernet()
+
+    def new_supernet(self, seed: int):
+        """A supernet initialised from `seed` (the same on every rank), prepared for the distributed context."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dist.prepare(self.build_supernet()).to(self.device)
 
     def build_optimizers(self) -> None:
         o = self.options
@@ -112,20 +117,20 @@ class SupernetSearch(SearchAlgorithm):
         return cosine(o.weight_lr, o.weight_lr_min, self.steps, self.total_steps)
 
     # -- the two halves of a step ------------------------------------------------------
-    def _loss(self, batch, weights, active, what: str):
+    def _loss(self, batch, weights, active):
+        """(loss, logits) on this rank's shard; callers check the loss once it is averaged (`synced`)."""
         x, y = batch
         logits = self.net(x, weights, active)
-        loss = F.cross_entropy(logits, y)
-        check_finite(loss, what, self.steps)
-        return loss, logits
+        return F.cross_entropy(logits, y), logits
 
     def encoding_loss(self, val) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._loss(val, *self.mix(), "validation loss")
+        return self._loss(val, *self.mix())
 
     def encoding_gradients(self, train, val) -> tuple[dict, dict]:
-        """First order: the gradient of the validation loss w.r.t. the encodings. Returns (grads, metrics)."""
+        """First order: the gradient of the validation loss w.r.t. the encodings, averaged over ranks.
+        Returns (grads, metrics)."""
         loss, logits = self.encoding_loss(val)
-        grads = torch.autograd.grad(loss, list(self.alpha.values()))
+        _, grads = self.synced(loss, torch.autograd.grad(loss, list(self.alpha.values())), "validation loss")
         return dict(zip(self.alpha.keys(), grads)), _metrics("val", loss, logits, val[1])
 
     def encoding_step(self, train, val) -> dict[str, float]:
@@ -140,9 +145,14 @@ class SupernetSearch(SearchAlgorithm):
         """One SGD step of the weights; `mix` and `lr` default to the search's (selection tuning sets them)."""
         for group in self.weight_optimizer.param_groups:
             group["lr"] = self.weight_lr() if lr is None else lr
-        loss, logits = self._loss(train, *(mix or self.weight_mix()), "training loss")
+        loss, logits = self._loss(train, *(mix or self.weight_mix()))
         self.weight_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # Ops a hard sample skipped have no gradient on any rank: SGD leaves them alone, as in one process.
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        _, grads = self.synced(loss, [p.grad for p in params], "training loss")
+        for p, g in zip(params, grads):
+            p.grad = g
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.options.grad_clip)
         self.weight_optimizer.step()
         return _metrics("train", loss, logits, train[1])

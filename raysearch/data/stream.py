@@ -12,12 +12,23 @@ import torch
 
 
 class BatchStream:
-    """Endless shuffled batches of (x, y); drops the last partial batch of a pass."""
+    """Endless shuffled batches of (x, y); drops the last partial batch of a pass.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int):
+    `shard` (rank, ranks): every rank walks the same global batches and gets
+    its own equal slice of each, so the stream's state is the same on every
+    rank and a restore with another number of ranks replays the same batches.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
+                 shard: tuple[int, int] = (0, 1)):
         if len(x) < batch_size:
             raise ValueError(f"batch size {batch_size} is larger than the split ({len(x)} examples)")
+        rank, ranks = shard
+        if batch_size % ranks:
+            raise ValueError(f"batch size {batch_size} does not split evenly over {ranks} workers")
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.shard_size = batch_size // ranks
+        self.shard_start = rank * self.shard_size
         self.batches_per_pass = len(x) // batch_size
         self.consumed = 0
         self._order = None
@@ -34,7 +45,8 @@ class BatchStream:
 
     def __next__(self):
         p, k = divmod(self.consumed, self.batches_per_pass)
-        idx = self._permutation(p)[k * self.batch_size : (k + 1) * self.batch_size]
+        start = k * self.batch_size + self.shard_start
+        idx = self._permutation(p)[start : start + self.shard_size]
         self.consumed += 1
         return self.x[idx], self.y[idx]
 

@@ -73,11 +73,6 @@ class SharedMBConv(nn.Module):
         self.project = nn.Conv2d(hidden, c_out, 1, bias=False)
 
 
-def _batch_norm(x):
-    """Non-affine BN with batch statistics only, as in every supernet (raysearch.spaces.ops)."""
-    return F.batch_norm(x, None, None, training=True)
-
-
 class MBConvChoice(nn.Module):
     """One choice (kernel, expansion) of a supernet block, computed with its slice of the shared weights:
     the same layers as ops.InvertedResidual."""
@@ -88,14 +83,18 @@ class MBConvChoice(nn.Module):
         # under several parents is left half-swapped by torch.func.functional_call (AutoHAS, DARTS 2nd order).
         self.__dict__["shared"] = shared
         self.kernel, self.hidden = kernel, shared.c_in * expansion
+        # Non-affine, batch statistics only, as in every supernet: modules, so that a sharded search can
+        # synchronise them (raysearch.distributed); they hold no parameters.
+        self.bn = nn.ModuleList(nn.BatchNorm2d(c, affine=False, track_running_stats=False)
+                                for c in (self.hidden, self.hidden, shared.project.out_channels))
 
     def forward(self, x):
         s, h, k = self.shared, self.hidden, self.kernel
         crop = (s.depthwise.kernel_size[0] - k) // 2
-        out = F.relu6(_batch_norm(F.conv2d(x, s.expand.weight[:h])))
+        out = F.relu6(self.bn[0](F.conv2d(x, s.expand.weight[:h])))
         depthwise = s.depthwise.weight[:h, :, crop:crop + k, crop:crop + k]
-        out = F.relu6(_batch_norm(F.conv2d(out, depthwise, stride=s.stride, padding=k // 2, groups=h)))
-        out = _batch_norm(F.conv2d(out, s.project.weight[:, :h]))
+        out = F.relu6(self.bn[1](F.conv2d(out, depthwise, stride=s.stride, padding=k // 2, groups=h)))
+        out = self.bn[2](F.conv2d(out, s.project.weight[:, :h]))
         return x + out if s.residual else out
 
 
