@@ -1,9 +1,11 @@
-"""Driver-side Tune callbacks: MLflow child runs per trial, and one progress line per report."""
+"""Driver-side Tune callbacks: MLflow child runs per trial, one progress line per report, and a
+meta-sweep's trial events."""
 
 from __future__ import annotations
 
 import numbers
 import sys
+from pathlib import Path
 
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
@@ -30,17 +32,24 @@ class MlflowCallback(Callback):
     def __init__(self, tracker: Tracker, role: str):
         self.tracker, self.role = tracker, role
         self.run_ids: dict[str, str | None] = {}  # trial_id -> MLflow run id
+        self.logged: dict[str, int] = {}  # trial_id -> last step logged
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if trial.trial_id in self.run_ids:
             return
         tags = {"raysearch.role": self.role, "raysearch.trial_id": trial.trial_id}
-        self.run_ids[trial.trial_id] = self.tracker.find_child(tags) or self.tracker.start_child(
+        found = self.tracker.find_child(tags)
+        if found:  # a resumed driver: the trial may repeat epochs its last Tune snapshot missed; log them once
+            self.logged[trial.trial_id] = self.tracker.last_step(found, "epoch")
+        self.run_ids[trial.trial_id] = found or self.tracker.start_child(
             f"{self.role}-{trial.trial_id}", flatten(trial.config), tags)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.tracker.log_metrics(self.run_ids.get(trial.trial_id), numeric_metrics(result),
-                                 step=int(result.get("training_iteration", 0)))
+        step = int(result.get("training_iteration", 0))
+        if step <= self.logged.get(trial.trial_id, 0):
+            return
+        self.logged[trial.trial_id] = step
+        self.tracker.log_metrics(self.run_ids.get(trial.trial_id), numeric_metrics(result), step=step)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         diverged = trial.last_result.get(DIVERGED)  # a sweep trial that ended because its loss diverged
@@ -68,3 +77,108 @@ class ProgressCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[{self.role}] trial {trial.trial_id} failed; see {trial.error_file}", file=sys.stderr, flush=True)
+
+
+SHARDS_PLACEMENT_GROUP = "shards_placement_group"  # result key: the placement group of a trial's Train workers
+
+
+class ReleaseShards(Callback):
+    """Removes the placement group of a sharded search's Train workers once its trial is not running.
+
+    Ray Train V2 creates that group from its controller, an actor of the
+    trial; when Tune stops or pauses the trial (a scheduler's decision, the
+    budget), the controller dies with the trial but the group stays reserved
+    (ray-project/ray #54305; Train's own cleaner needs the dashboard's state
+    API, which local runs do not start) and later trials wait for its CPUs
+    forever. Every result of a sharded trial names its group; the driver
+    removes it when the trial stops, pauses or fails, or reports from a new one.
+    """
+
+    def __init__(self):
+        self.groups: dict[str, str] = {}  # trial_id -> hex id of the group its workers run in
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        group = result.get(SHARDS_PLACEMENT_GROUP)
+        if group and self.groups.get(trial.trial_id) not in (None, group):
+            _remove_group(self.groups[trial.trial_id])  # the workers of an earlier attempt
+        if group:
+            self.groups[trial.trial_id] = group
+
+    def on_step_begin(self, iteration, trials, **info):
+        for trial in trials:
+            if trial.status != "RUNNING" and trial.trial_id in self.groups:
+                _remove_group(self.groups.pop(trial.trial_id))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if trial.trial_id in self.groups:
+            _remove_group(self.groups.pop(trial.trial_id))
+
+    on_trial_error = on_trial_complete
+
+    def on_experiment_end(self, trials, **info):
+        for group in self.groups.values():
+            _remove_group(group)
+        self.groups.clear()
+
+
+def _remove_group(hex_id: str) -> None:
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+    if ray.util.placement_group_table(group).get("state") not in (None, "REMOVED"):
+        remove_placement_group(group)
+
+
+def _value_text(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class SweepProgressCallback(ProgressCallback):
+    """A meta-sweep's console: `[search 00004 2/10] ...` per trial-epoch, plus one line per trial event
+    (started with its sampled values, resumed, stopped by the scheduler, finished, restarted, failed)."""
+
+    def __init__(self, role: str, total: int, keys: tuple[str, ...], label_key: str | None, metric: str,
+                 scheduler: str):
+        super().__init__(role, total, keys, label_key, per_trial=True)
+        self.metric, self.scheduler = metric, scheduler
+        self.started: set[str] = set()
+
+    def _say(self, trial, text: str, stream=sys.stdout) -> None:
+        print(f"[{self.role} {trial.trial_id.rsplit('_', 1)[-1]}] {text}", file=stream, flush=True)
+
+    def _at(self, trial) -> str:
+        result = trial.last_result or {}
+        text = f"after epoch {result.get('epoch', 0)}"
+        if self.metric in result:
+            text += f": {self.metric} {result[self.metric]:.4g}"
+        return text
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        epoch = (trial.last_result or {}).get("epoch")
+        if trial.trial_id in self.started or epoch:
+            self._say(trial, f"resumed from epoch {epoch or 0}")
+        else:
+            self._say(trial, "started  " + "  ".join(f"{k} {_value_text(v)}" for k, v in trial.config.items()))
+        self.started.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        done = result.get("search_done")
+        self._say(trial, f"{'finished' if done else f'stopped by {self.scheduler}'} {self._at(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._say(trial, f"failed {self._at(trial)}; restarting from its last checkpoint", sys.stderr)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._say(trial, f"failed {self._at(trial)}: {_reason(trial)}", sys.stderr)
+
+
+def _reason(trial) -> str:
+    """The last line of a failed trial's error file (the exception), or where to find it."""
+    try:
+        lines = Path(trial.error_file).read_text().strip().splitlines()
+        return f"{lines[-1][:300]} (details: {trial.error_file})"
+    except (OSError, TypeError, IndexError):
+        return f"see {trial.error_file}"

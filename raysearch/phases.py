@@ -1,5 +1,6 @@
-"""The phases of a run, each one Tune experiment: a differentiable search (one trial) or a black-box
-sweep (many trials), then the retraining of what was selected (one trial).
+"""The phases of a run, each one Tune experiment: a differentiable search (one trial), a black-box
+sweep (many trials), or a meta-sweep (many searches, `raysearch sweep`), then the retraining of what
+was selected (one trial).
 
 Every phase appends one row per trial to `rows` (results.parquet) and logs one
 MLflow child run per trial. `restore=True` continues the phase's stored Tune
@@ -9,14 +10,17 @@ their last checkpoints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysearch.callbacks import MlflowCallback, ProgressCallback, numeric_metrics
+from raysearch.callbacks import (MlflowCallback, ProgressCallback, ReleaseShards, SweepProgressCallback,
+                                 numeric_metrics)
 from raysearch.config import ExperimentConfig
 from raysearch.results import plot_encodings, plot_lr
 from raysearch.tracking import Tracker
@@ -46,18 +50,20 @@ class Selected:
     trial_id: str  # the trial that produced it (its MLflow child run gets the artifacts)
     files: list = field(default_factory=list)  # files describing the phase (plots, the encodings' history)
     extra: dict = field(default_factory=dict)  # counts for the summary (trials, failures, trial-epochs)
+    config: ExperimentConfig | None = None  # the experiment it retrains under (a meta-sweep's best search's)
 
 
 def _drop_missing_log_warnings(record: logging.LogRecord) -> bool:
     # Tune warns when a paused trial resumes before its result.json/progress.csv reached the
-    # storage; they are rewritten as the trial goes on, so the warning only alarms users.
-    return not record.getMessage().startswith("Remote file not found")
+    # storage, and when a restored experiment holds a trial that had not reported yet; the files are
+    # written as the trial goes on, so the warnings only alarm users.
+    return not record.getMessage().startswith(("Remote file not found", "Failed to fetch metrics"))
 
 
 def fit(trainable, param_space: dict, name: str, storage: str, config: ExperimentConfig, callbacks,
         restore: bool = False, parts=None):
-    """Run `trainable` under Tune and return the ResultGrid: one trial, or a baseline's `parts`
-    (`raysearch.baselines.sweep.TuneParts`) under its budget.
+    """Run `trainable` under Tune and return the ResultGrid: one trial, or a sweep's `parts`
+    (`raysearch.baselines.sweep.TuneParts`: searcher, scheduler, metric, budget).
 
     Tune keeps results and checkpoints in `storage`/`name`; with `restore`, a
     stored experiment continues with the callbacks, searcher and scheduler
@@ -69,10 +75,13 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
-    tune_logger = logging.getLogger("ray.tune.logger.logger")
-    if _drop_missing_log_warnings not in tune_logger.filters:
-        tune_logger.addFilter(_drop_missing_log_warnings)
+    for name in ("ray.tune.logger.logger", "ray.tune.analysis.experiment_analysis"):
+        tune_logger = logging.getLogger(name)
+        if _drop_missing_log_warnings not in tune_logger.filters:
+            tune_logger.addFilter(_drop_missing_log_warnings)
     trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
+    if config.ray.workers > 1:  # Train's worker groups of trials Tune stops must not keep their CPUs
+        callbacks = [*callbacks, ReleaseShards()]
     path = f"{storage}/{name}"
     if restore and tune.Tuner.can_restore(path):
         try:
@@ -81,16 +90,13 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
             print(f"raysearch: {name}: nothing to restore ({err}); starting this phase afresh", flush=True)
     stop, tune_config = None, tune.TuneConfig(num_samples=1)
     if parts is not None:
-        from raysearch.baselines.sweep import METRIC, MODE, EpochBudget
-
-        options = config.search.options
-        stop = EpochBudget(options.budget_epochs)
-        callbacks = [*callbacks, stop]
-        # Actor reuse: a new process per short trial would cost more than the trial (RAY_NOTES).
+        stop = parts.stop
+        if stop is not None:  # listed as a callback too, so Tune saves its state with the experiment
+            callbacks = [*callbacks, stop]
         tune_config = tune.TuneConfig(
-            metric=METRIC, mode=MODE, search_alg=parts.search_alg, scheduler=parts.scheduler,
+            metric=parts.metric, mode=parts.mode, search_alg=parts.search_alg, scheduler=parts.scheduler,
             num_samples=parts.num_samples, max_concurrent_trials=parts.max_concurrent,
-            time_budget_s=options.budget_seconds, reuse_actors=True)
+            time_budget_s=parts.time_budget_s, reuse_actors=parts.reuse_actors)
     tuner = tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config,
         run_config=tune.RunConfig(
@@ -110,16 +116,24 @@ def _error(result) -> str | None:
 
 
 def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotype: str | None = None,
-        val: float | None = None, test: float | None = None) -> dict:
+        val: float | None = None, test: float | None = None, hparams: dict | None = None) -> dict:
     """One results.parquet row (see raysearch.results.RESULT_SCHEMA)."""
     metrics, error = result.metrics or {}, _error(result)
     return {
-        "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id"),
+        "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id") or _trial_id(result),
         "status": "ERROR" if error else "TERMINATED", "error": error,
         "epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s"),
         "genotype": genotype, "val_accuracy": val, "test_accuracy": test,
         "metrics": json.dumps(numeric_metrics(metrics)), "config": json.dumps(trial_config, default=str),
+        "hparams": None if hparams is None else json.dumps(hparams),
     }
+
+
+def _trial_id(result) -> str | None:
+    """The trial id in a result's directory name (`<trainable>_<trial id>_<number>_...`), for a trial
+    that failed before it reported anything."""
+    match = re.search(r"_([0-9a-f]{5}_\d{5})_\d+", Path(result.path).name) if result.path else None
+    return match.group(1) if match else None
 
 
 def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> None:
@@ -148,20 +162,16 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
     _finished(result, "search", result.metrics["epoch"] if done else planned, rows,
               row(config, "search", result, space))
     derived = read_json(result.checkpoint, DERIVED_FILE)
-    rows.append(row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"]))
-    history = artifacts / "encodings.json"  # probabilities of every encoding after every epoch
-    history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
-    files = [history, plot_encodings(derived["history"], derived["labels"], artifacts / "encodings.png")]
-    if isinstance(derived["hparams"].get("lr"), list):
-        files.append(plot_lr(derived["hparams"]["lr"], artifacts / "lr_schedule.png"))
+    rows.append(row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"],
+                    hparams=derived["hparams"]))
     return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
-                    result.metrics["time_total_s"], result.metrics["trial_id"], files)
+                    result.metrics["time_total_s"], result.metrics["trial_id"], _search_files(derived, artifacts))
 
 
 def _creation_index(result) -> int:
     """Tune numbers trials as it creates them, in the tag that starts each trial's directory name
     (`<trainable>_<trial id>_<number>_<config>_<date>`); failed trials have no `experiment_tag` result."""
-    tag = Path(result.path).name.split(f"{result.metrics['trial_id']}_", 1)[1]
+    tag = Path(result.path).name.split(f"{(result.metrics or {}).get('trial_id') or _trial_id(result)}_", 1)[1]
     return int(tag.split("_", 1)[0])
 
 
@@ -175,6 +185,7 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     from ray import tune
 
     from raysearch.baselines import BASELINES
+    from raysearch.baselines.sweep import EpochBudget
     from raysearch.joint import JointSpace
     from raysearch.spaces import build_space
     from trainables.train import train_trainable
@@ -182,6 +193,7 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     options, epochs = config.search.options, config.search.epochs
     joint = JointSpace(build_space(config.space), options.lr_range, options.weight_decay_range)
     parts = BASELINES[config.search.algorithm].build(config, joint)
+    parts = dataclasses.replace(parts, stop=EpochBudget(options.budget_epochs), time_budget_s=options.budget_seconds)
     trainable = tune.with_parameters(train_trainable, experiment=config.to_dict())
     started = time.monotonic()
     grid = fit(trainable, {**parts.param_space, "epochs": epochs, "holdout": "val"}, "search", storage, config, [
@@ -192,7 +204,8 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     results = sorted((r for r in grid if r.config is not None), key=_creation_index)
     for result in results:
         genotype = joint.decode(result.config)[0].to_string()
-        rows.append(row(config, "search", result, result.config, genotype, (result.metrics or {}).get("val_acc")))
+        rows.append(row(config, "search", result, result.config, genotype, (result.metrics or {}).get("val_acc"),
+                        hparams=joint.decode(result.config)[1]))
     if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
         raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
                              "trials unfinished")
@@ -234,5 +247,103 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
         *callbacks], restore)[0]
     _finished(result, "retraining", config.retrain_epochs, rows, row(config, "retrain", result, space,
                                                                       selected.genotype))
-    rows.append(row(config, "retrain", result, space, selected.genotype, test=result.metrics["test_acc"]))
+    rows.append(row(config, "retrain", result, space, selected.genotype, test=result.metrics["test_acc"],
+                    hparams=selected.hparams))
     return result
+
+
+def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
+               callbacks: list, artifacts: Path) -> Selected:
+    """`raysearch sweep`: many searches of `config`'s algorithm, each with meta-hyper-parameters sampled
+    from `sweep.params`, under random / ASHA / BOHB on the searches' per-epoch `sweep.metric`.
+
+    Selected: the best, by the metric at its last epoch, of the searches that ran to their end (not
+    stopped by the scheduler; if none did, of those that reached the most epochs). Its derived
+    configuration is retrained under its own experiment (the config with its sampled values).
+    """
+    from ray import tune
+
+    from raysearch import meta_sweep as meta
+    from trainables.common import read_json
+    from trainables.search import DERIVED_FILE
+    from trainables.sweep import sweep_trainable
+
+    sweep, space = config.sweep, meta.MetaSpace(config.sweep.params)
+    max_t, limit = meta.max_epochs(config), meta.concurrency(config)
+    parts = meta.build_parts(config, space, max_t, limit)
+    print(f"raysearch: sweep of {sweep.num_samples} {config.search.algorithm} searches over "
+          f"{', '.join(space.fields)} ({sweep.algorithm} on {sweep.metric}, up to {max_t} epochs each, "
+          f"{limit} at once)", flush=True)
+    # The experiment goes through Ray's object store: a trial's config holds only its sampled values.
+    trainable = tune.with_parameters(sweep_trainable, experiment=config.without_sweep().to_dict(), space=space)
+    started = time.monotonic()
+    grid = fit(trainable, parts.param_space, "search", storage, config, [
+        MlflowCallback(tracker, "search"),
+        SweepProgressCallback("search", max_t, SEARCH_KEYS, "genotype", sweep.metric, sweep.algorithm),
+        *callbacks], restore, parts)
+    seconds = time.monotonic() - started
+    results = sorted((r for r in grid if r.config is not None), key=_creation_index)
+    derived = {id(r): read_json(r.checkpoint, DERIVED_FILE) if r.checkpoint else None for r in results}
+    for r in results:
+        d = derived[id(r)] or {}
+        rows.append(row(config, "search", r, space.values(r.config), d.get("genotype"),
+                        (r.metrics or {}).get("derived_val_acc"), hparams=d.get("hparams")))
+    if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
+        raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
+                             "searches unfinished")
+    for r in results:  # trials that ended paused (BOHB), or paused when a resumed sweep was interrupted
+        tracker.end(tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": row_id(r)}),
+                    "FAILED" if _error(r) else "FINISHED")
+    ok = [r for r in results if _error(r) is None and sweep.metric in (r.metrics or {}) and derived[id(r)]]
+    if not ok:
+        raise RunFailed(f"every one of the {len(results)} searches of the sweep failed; first: "
+                        f"{next((_error(r) for r in results if _error(r)), 'no result')}")
+    pool = [r for r in ok if r.metrics.get("search_done")]
+    if not pool:
+        top = max(r.metrics["epoch"] for r in ok)
+        pool = [r for r in ok if r.metrics["epoch"] == top]
+    best = (max if sweep.mode == "max" else min)(pool, key=lambda r: r.metrics[sweep.metric])
+
+    for r in ok:  # each search's encodings, logged to its own MLflow run (the best's files go with Selected)
+        folder = artifacts if r is best else artifacts / "searches" / _number(r)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = _search_files(derived[id(r)], folder)
+        if r is not best:
+            tracker.log_artifacts(tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": row_id(r)}),
+                                  files)
+    entries = [{"trial": _number(r), "values": space.values(r.config), "epochs": (r.metrics or {}).get("epoch"),
+                "metric": (r.metrics or {}).get(sweep.metric), "status": _status(r, sweep.algorithm),
+                "best": r is best} for r in results]
+    print("\n" + meta.table(entries, space.fields, sweep.metric) + "\n", flush=True)
+    d = derived[id(best)]
+    extra = {"sweep_algorithm": sweep.algorithm, "trials": len(results), "failed_trials": len(results) - len(ok),
+             "stopped_trials": sum(e["status"].startswith("stopped") for e in entries),
+             "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results),
+             "best_params": space.values(best.config)}
+    return Selected(d["genotype"], d["hparams"], best.metrics["derived_val_acc"], seconds, row_id(best),
+                    _search_files(d, artifacts), extra, config.without_sweep(space.values(best.config)))
+
+
+def row_id(result) -> str | None:
+    return (result.metrics or {}).get("trial_id") or _trial_id(result)
+
+
+def _number(result) -> str:
+    return str(row_id(result)).rsplit("_", 1)[-1]
+
+
+def _status(result, scheduler: str) -> str:
+    if _error(result):
+        return "failed"
+    return "finished" if (result.metrics or {}).get("search_done") else f"stopped by {scheduler}"
+
+
+def _search_files(derived: dict, folder: Path) -> list[Path]:
+    """encodings.json (probabilities of every encoding after every epoch), encodings.png and, for a
+    per-step lr (AutoHAS), lr_schedule.png of a search's derived.json, written in `folder`."""
+    history = folder / "encodings.json"
+    history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
+    files = [history, plot_encodings(derived["history"], derived["labels"], folder / "encodings.png")]
+    if isinstance(derived["hparams"].get("lr"), list):
+        files.append(plot_lr(derived["hparams"]["lr"], folder / "lr_schedule.png"))
+    return files

@@ -18,18 +18,30 @@ def quiet_ray_logs() -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
+def checkpoint_state() -> dict | None:
+    """The state saved in the trial's last checkpoint (on the CPU), or None for a fresh trial."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, weights_only=False, map_location="cpu")
+
+
 def restore(loop) -> None:
     """Load the loop's state from the trial's last checkpoint, if it has one."""
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            loop.load_state_dict(torch.load(Path(folder) / STATE_FILE, weights_only=False, map_location="cpu"))
+    state = checkpoint_state()
+    if state is not None:
+        loop.load_state_dict(state)
 
 
-def report(metrics: dict, state: dict, files: dict[str, object] | None = None) -> None:
-    """Report one epoch's metrics with a checkpoint of `state` plus JSON `files`."""
+def report(metrics: dict, state: dict | bytes, files: dict[str, object] | None = None) -> None:
+    """Report one epoch's metrics with a checkpoint of `state` (a state dict, or one already saved to
+    bytes by `torch.save`) plus JSON `files`."""
     with tempfile.TemporaryDirectory() as folder:
-        torch.save(state, Path(folder) / STATE_FILE)
+        if isinstance(state, bytes):
+            (Path(folder) / STATE_FILE).write_bytes(state)
+        else:
+            torch.save(state, Path(folder) / STATE_FILE)
         for name, content in (files or {}).items():
             (Path(folder) / name).write_text(json.dumps(content, indent=1))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,38 +1,157 @@
-"""One differentiable search as a Ray Tune function trainable.
+"""One differentiable search as a Ray Tune function trainable, in the trial or sharded over Ray Train workers.
 
     raysearch run configs/autohas_nb201_digits.yaml
+    raysearch run configs/gdas_nb201_digits.yaml --set ray.workers=2 --set ray.cpus_per_worker=0.5
 
 Tune config: {"experiment": <ExperimentConfig.to_dict()>}. Reports once per
 epoch with a checkpoint holding the whole search state (weights, encodings,
 optimizer states, RNG states, step, stream positions) and `derived.json`,
 the configuration the search selects at that point.
+
+With `ray.workers` N > 1 the trial launches a Ray Train TorchTrainer of N
+workers (Train V2: the trainer runs inside the trial, never under the Tuner)
+and the search runs in them, each on its shard of every global batch
+(raysearch.distributed). Rank 0 hands each epoch's metrics and state to the
+trial through a queue, and the trial reports them to Tune as a 1-worker
+search would: Tune alone owns the checkpoints, so pausing, restarting after a
+lost node and `raysearch resume` work the same for any worker count, and a
+checkpoint holds no rank state (a search may resume on another worker count).
+A failed worker fails the Train run at once (Train retries off) and with it
+the trial, which Tune restarts from its last checkpoint (`ray.max_failures`).
 """
 
 from __future__ import annotations
 
-from raysearch.config import from_dict
+import io
+import queue as queue_module
+import threading
+
+import torch
+
+from raysearch.config import ExperimentConfig, from_dict
 from raysearch.data import load_splits
 from raysearch.search import SearchLoop
 from raysearch.training import pick_device
-from trainables.common import quiet_ray_logs, report, restore
+from trainables.common import checkpoint_state, quiet_ray_logs, report, restore
 
 DERIVED_FILE = "derived.json"
+_POLL_S = 0.5  # how often the trial looks for a report from rank 0 while the workers run
+
+
+def epoch_report(loop: SearchLoop, metrics: dict) -> tuple[dict, dict]:
+    """(Tune result, checkpoint files) of the epoch the loop just ran."""
+    result = loop.algorithm.derive()
+    derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": loop.history,
+               "labels": loop.algorithm.encoding_labels()}
+    return ({**metrics, "epoch": loop.epoch, "search_done": loop.done, "genotype": derived["genotype"]},
+            {DERIVED_FILE: derived})
 
 
 def search_trainable(config: dict) -> None:
     quiet_ray_logs()
     # 1. the Tune config becomes typed objects once, here at the boundary
     cfg = from_dict(config["experiment"])
+    if cfg.ray.workers > 1:
+        return _sharded(cfg, config["experiment"])
     splits = load_splits(cfg.data)
     loop = SearchLoop.from_config(cfg, splits, pick_device())
     # 2. continue from the last checkpoint after a failure, pause or restore
     restore(loop)
     # 3. epochs (search, then selection): derive, report with a checkpoint
     while not loop.done:
-        metrics = loop.run_epoch()
-        result = loop.algorithm.derive()
-        derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": loop.history,
-                   "labels": loop.algorithm.encoding_labels()}
-        report({**metrics, "epoch": loop.epoch, "search_done": loop.done, "genotype": derived["genotype"]},
-               loop.state_dict(),
-               {DERIVED_FILE: derived})
+        metrics, files = epoch_report(loop, loop.run_epoch())
+        report(metrics, loop.state_dict(), files)
+
+
+def shard_worker(train_config: dict) -> None:
+    """The search on one Ray Train worker: rank r of N steps on its shard of every global batch."""
+    import ray.train.torch
+
+    from raysearch.callbacks import SHARDS_PLACEMENT_GROUP
+    from raysearch.distributed import TorchDistributed
+
+    quiet_ray_logs()
+    cfg = from_dict(train_config["experiment"])
+    dist = TorchDistributed(cfg.ray.batch_norm)  # Ray Train set up the group: gloo on CPU, NCCL on CUDA
+    loop = SearchLoop.from_config(cfg, load_splits(cfg.data), ray.train.torch.get_device(), dist)
+    if train_config["state"] is not None:  # the trial's last checkpoint, the same on every rank
+        loop.load_state_dict(train_config["state"])
+    # The driver removes the workers' placement group if Tune stops the trial (callbacks.ReleaseShards).
+    group = {SHARDS_PLACEMENT_GROUP: ray.util.get_current_placement_group().id.hex()}
+    while not loop.done:
+        metrics, files = epoch_report(loop, loop.run_epoch())
+        if dist.rank == 0:  # every rank holds the same state; rank 0 hands it over, saved for the CPU
+            buffer = io.BytesIO()
+            torch.save(loop.state_dict(), buffer)
+            train_config["reports"].put(({**metrics, **group}, buffer.getvalue(), files))
+
+
+def _state_api_up() -> bool:
+    """Whether the cluster serves Ray's state API (it comes with the dashboard)."""
+    from ray.util.state import list_nodes
+
+    try:
+        list_nodes(limit=1, timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+def _trainer_class(keep_cleaner: bool):
+    """TorchTrainer, without Train's placement-group cleaner where it cannot work.
+
+    The cleaner is a detached actor that polls the state API; without the
+    dashboard (local runs start none) it never sees the controller die, warns
+    every second and outlives the trial. `callbacks.ReleaseShards` removes the
+    group from the driver instead. (`_create_default_callbacks` is private:
+    tests/test_sharded_ray.py fails if ray moves it.)
+    """
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    if keep_cleaner:
+        return TorchTrainer
+
+    class Trainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return Trainer
+
+
+def _sharded(cfg: ExperimentConfig, experiment: dict) -> None:
+    from ray import tune
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.util.queue import Queue
+
+    r = cfg.ray
+    # One report in flight: rank 0 waits for the trial to take an epoch before it hands over the next.
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = _trainer_class(_state_api_up())(
+        shard_worker,
+        train_loop_config={"experiment": experiment, "state": checkpoint_state(), "reports": reports},
+        scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}),
+        run_config=RunConfig(name="shards", storage_path=tune.get_context().get_trial_dir(),
+                             failure_config=FailureConfig(max_failures=0),
+                             logging_config=LoggingConfig(log_level="WARNING")),  # no worker-group lines per trial
+    )
+    failure: list[BaseException] = []
+
+    def fit():
+        try:
+            trainer.fit()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread below
+            failure.append(err)
+
+    runner = threading.Thread(target=fit, name="raysearch-shards", daemon=True)
+    runner.start()
+    while True:
+        try:
+            report(*reports.get(timeout=_POLL_S))
+        except queue_module.Empty:
+            if not runner.is_alive() and reports.empty():
+                break
+    runner.join()
+    if failure:
+        raise failure[0]
