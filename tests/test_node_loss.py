@@ -1,0 +1,97 @@
+"""Losing a node mid-epoch on a simulated cluster (ray.cluster_utils: a head and two worker nodes, one process).
+
+A sharded search whose worker's node is removed continues from its last
+epoch's checkpoint (Tune restarts the trial and with it the Train worker
+group) and ends exactly where an undisturbed run ends, with every epoch
+reported once.
+"""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+from ray.tune import Callback
+
+import raysearch
+from raysearch.config import from_dict
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow  # two sharded searches and a restart: ~3 minutes on 2 cores
+
+EPOCHS = 4
+
+
+class MarkEpoch(Callback):
+    """Touches `path` when a trial reports `epoch` (Tune pickles callbacks: it holds a path, not the cluster)."""
+
+    def __init__(self, path: str, epoch: int):
+        self.path, self.epoch = path, epoch
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("epoch") == self.epoch:
+            Path(self.path).touch()
+
+
+def _config():
+    # Batches of 16: ~70 steps an epoch, so the node goes while the workers are inside an epoch.
+    return from_dict({**TINY, "search": {"algorithm": "gdas", "epochs": EPOCHS, "batch_size": 16},
+                      "ray": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 2},
+                      "retrain": {"enabled": False}})
+
+
+def _worker_nodes(cluster) -> list:
+    """The cluster nodes hosting a bundle of a Train worker group (bundles of 0.5 CPU)."""
+    nodes = {node.node_id: node for node in cluster.list_all_nodes()}
+    hosts = []
+    for group in ray.util.placement_group_table().values():
+        if group["state"] == "CREATED" and all(b.get("CPU") == 0.5 for b in group["bundles"].values()):
+            hosts += [nodes[n] for n in group["bundles_to_node_id"].values()]
+    return hosts
+
+
+def _encodings(run_dir: Path) -> list:
+    return json.loads((run_dir / "artifacts" / "encodings.json").read_text())["history"]
+
+
+def test_a_sharded_search_survives_the_loss_of_a_worker_node(tmp_path):
+    # The head runs no trial; either worker node can hold the trial and its two 0.5-CPU workers alone.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        undisturbed = raysearch.run(_config(), output_dir=tmp_path / "undisturbed")
+
+        marker = tmp_path / "epoch1"
+        outcome = {}
+        runner = threading.Thread(target=lambda: outcome.update(summary=raysearch.run(
+            _config(), output_dir=tmp_path / "disturbed", callbacks=[MarkEpoch(str(marker), 1)])))
+        runner.start()
+        deadline = time.monotonic() + 300
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        hosts = _worker_nodes(cluster)
+        assert marker.exists() and hosts, "the sharded search never reached epoch 1 on a worker node"
+        cluster.remove_node(hosts[0], allow_graceful=False)
+        runner.join(timeout=600)
+        assert not runner.is_alive() and "summary" in outcome, "the disturbed search did not finish"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    disturbed = outcome["summary"]
+    failures = list((tmp_path / "disturbed" / "ray").glob("*/*/error.txt"))
+    assert failures and "unavailable" in failures[0].read_text(), "the trial never failed: no node was lost"
+    assert disturbed.genotype == undisturbed.genotype
+    assert _encodings(tmp_path / "disturbed") == _encodings(tmp_path / "undisturbed")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'disturbed' / 'mlflow.db'}")
+    (child,) = client.search_runs([disturbed.mlflow_experiment_id],
+                                  f"tags.mlflow.parentRunId = '{disturbed.mlflow_parent_run_id}'")
+    epochs = [int(m.value) for m in client.get_metric_history(child.info.run_id, "epoch")]
+    assert epochs == list(range(1, EPOCHS + 1)), f"epochs reported with a gap or twice: {epochs}"
