@@ -44,7 +44,7 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(include_dashboard=False, logging_level=logging.WARNING)  # one Ray for every method
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)  # one Ray for every method
     out = ROOT / "runs" / f"bench-baselines-{time.strftime('%Y%m%d-%H%M%S')}"
     rows = []
     try:

@@ -6,12 +6,12 @@
 
 from raysearch.config import ConfigError, ExperimentConfig, load_config
 
-__all__ = ["ConfigError", "ExperimentConfig", "Summary", "load_config", "resume", "run"]
+__all__ = ["ConfigError", "ExperimentConfig", "Summary", "load_config", "resume", "run", "sweep"]
 
 
 def __getattr__(name):
     # Ray and MLflow load only when a run starts, so `load_config` stays light.
-    if name in ("run", "resume"):
+    if name in ("run", "resume", "sweep"):
         from raysearch import runner
 
         return getattr(runner, name)

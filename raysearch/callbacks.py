@@ -145,8 +145,9 @@ class SweepProgressCallback(ProgressCallback):
         self.metric, self.scheduler = metric, scheduler
         self.started: set[str] = set()
 
-    def _say(self, trial, text: str, stream=sys.stdout) -> None:
-        print(f"[{self.role} {trial.trial_id.rsplit('_', 1)[-1]}] {text}", file=stream, flush=True)
+    def _say(self, trial, text: str, error: bool = False) -> None:
+        print(f"[{self.role} {trial.trial_id.rsplit('_', 1)[-1]}] {text}", file=sys.stderr if error else sys.stdout,
+              flush=True)
 
     def _at(self, trial) -> str:
         result = trial.last_result or {}
@@ -169,16 +170,21 @@ class SweepProgressCallback(ProgressCallback):
         self._say(trial, f"{'finished' if done else f'stopped by {self.scheduler}'} {self._at(trial)}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._say(trial, f"failed {self._at(trial)}; restarting from its last checkpoint", sys.stderr)
+        self._say(trial, f"failed {self._at(trial)}; restarting from its last checkpoint", error=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(trial, f"failed {self._at(trial)}: {_reason(trial)}", sys.stderr)
+        self._say(trial, f"failed {self._at(trial)}: {_reason(trial)}", error=True)
 
 
 def _reason(trial) -> str:
-    """The last line of a failed trial's error file (the exception), or where to find it."""
+    """The last line of a failed trial's error file (the exception), and where the whole traceback is
+    kept (the run's Tune storage; Ray's session directory, where Tune first writes it, is temporary)."""
+    try:
+        kept = Path(trial.storage.trial_fs_path, trial.run_metadata.error_filename).as_posix()
+    except (AttributeError, TypeError, ValueError):
+        kept = trial.error_file
     try:
         lines = Path(trial.error_file).read_text().strip().splitlines()
-        return f"{lines[-1][:300]} (details: {trial.error_file})"
+        return f"{lines[-1][:300]} (traceback: {kept})"
     except (OSError, TypeError, IndexError):
-        return f"see {trial.error_file}"
+        return f"see {kept}"

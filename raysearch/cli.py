@@ -1,4 +1,4 @@
-"""The `raysearch` command: a thin layer over raysearch.load_config / run / resume.
+"""The `raysearch` command: a thin layer over raysearch.load_config / run / sweep / resume.
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (config, flag, data path).
 """
@@ -9,7 +9,7 @@ import argparse
 import signal
 import sys
 
-from raysearch.config import ConfigError, load_config
+from raysearch.config import ConfigError, check_command, load_config
 from raysearch.data import DatasetNotFoundError, check_available
 
 
@@ -23,10 +23,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="override a field, e.g. --set search.epochs=5 (repeatable; values are YAML)")
         return cmd
 
-    run = with_config(sub.add_parser("run", help="search, retrain and test an experiment"))
-    run.add_argument("--output-dir", help="run directory (default runs/<experiment>-<timestamp>)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
-    run.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    for name, text in (("run", "search, retrain and test an experiment"),
+                       ("sweep", "tune a search's meta-hyper-parameters (the config's sweep: section) over "
+                                 "whole searches, then retrain and test the best search's result")):
+        cmd = with_config(sub.add_parser(name, help=text))
+        cmd.add_argument("--output-dir", help="run directory (default runs/<experiment>-<timestamp>)")
+        cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
+        cmd.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
     with_config(sub.add_parser("validate", help="check a config and its data without running anything"))
     resume = sub.add_parser("resume", help="continue an interrupted run from its trials' last checkpoints")
     resume.add_argument("run_dir", help="the run directory printed by `raysearch run`")
@@ -36,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_or_resume(args) -> int:
     """`run` or `resume`, with failures turned into exit codes and one-line messages."""
-    from raysearch.runner import RunDirError, RunFailed, RunInterrupted, resume, run
+    from raysearch.runner import RunDirError, RunFailed, RunInterrupted, resume, run, sweep
 
     # SIGTERM unwinds like Ctrl-C, so the run's `finally` ends MLflow runs and stops the Ray it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -44,7 +47,8 @@ def _run_or_resume(args) -> int:
         if args.command == "resume":
             summary = resume(args.run_dir, args.address)
         else:
-            summary = run(args.config_obj, args.output_dir, args.tracking_uri, args.address)
+            start = sweep if args.command == "sweep" else run
+            summary = start(args.config_obj, args.output_dir, args.tracking_uri, args.address)
     except RunFailed as err:
         print(f"raysearch: {err}", file=sys.stderr)
         return 1
@@ -69,12 +73,22 @@ def main(argv=None) -> int:
         try:
             args.config_obj = load_config(args.config, args.overrides)
             check_available(args.config_obj.data.dataset, args.config_obj.data.root)
+            check_command(args.config_obj, args.command)
         except (ConfigError, DatasetNotFoundError) as err:
             print(f"raysearch: error: {err}", file=sys.stderr)
             return 2
     if args.command == "validate":
+        from raysearch.preflight import check_config
+
+        try:  # the checks that need no Ray: batch vs splits, one step's memory
+            check_config(args.config_obj)
+        except ConfigError as err:
+            print(f"raysearch: error: {err}", file=sys.stderr)
+            return 2
         c = args.config_obj
-        print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset})")
+        sweep = "" if c.sweep is None else (f"; `raysearch sweep`: {c.sweep.num_samples} searches over "
+                                            f"{', '.join(p.field for p in c.sweep.params)}")
+        print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset}{sweep})")
         return 0
     return _run_or_resume(args)
 

@@ -7,6 +7,7 @@ Ray starts or any resource is taken.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -98,6 +99,47 @@ class SearchConfig:
     options: typing.Any = None  # the algorithm's config dataclass, built from the remaining keys
 
 
+SWEEP_KINDS = ("choice", "uniform", "loguniform", "randint")  # distributions of a swept field
+SWEEP_ALGORITHMS = ("random", "asha", "bohb")  # keys of raysearch.meta_sweep.SWEEPERS
+SWEEP_METRICS = {"derived_val_acc": "max", "derived_val_loss": "min"}  # what every search reports, and its mode
+UNSWEPT = {  # fields that are not meta-hyper-parameters of one search, and why
+    "search.algorithm": "every search of a sweep runs the config's algorithm",
+    "search.epochs": "it is the fidelity ASHA and BOHB cut; set it once under search",
+    "space.name": "the space's other fields depend on it",
+}
+
+
+@dataclass(frozen=True)
+class SweepParam:
+    """One swept field; YAML `field: {kind: values}` under sweep.params."""
+
+    field: str  # dotted field of the experiment, e.g. search.tau
+    kind: str  # one of SWEEP_KINDS
+    values: tuple  # choice: the values; uniform, loguniform, randint: (low, high), randint's high included
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """`raysearch sweep`: Ray Tune over a differentiable search's own meta-hyper-parameters."""
+
+    params: tuple[SweepParam, ...] = ()  # the swept fields (YAML: a mapping field -> {kind: values}), >= 1
+    algorithm: str = spec("asha", choices=SWEEP_ALGORITHMS)  # searcher + scheduler, as in the baselines table
+    num_samples: int = spec(8, ge=1)  # searches to run (each one a whole search)
+    max_concurrent: int | None = spec(None, ge=1)  # searches at once; null = as many as the cluster fits
+    metric: str = spec("derived_val_acc", choices=tuple(SWEEP_METRICS))  # scheduled on per epoch, then selects
+    grace_period: int = spec(1, ge=1)  # asha: epochs every search gets before it may be stopped
+    reduction_factor: float = spec(3.0, gt=1.0)  # asha, bohb: eta, each rung keeps the top 1/eta
+
+    @property
+    def mode(self) -> str:
+        return SWEEP_METRICS[self.metric]
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["params"] = {p.field: {p.kind: _lists(p.values)} for p in self.params}
+        return out
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str  # experiment name: run directory prefix and default MLflow experiment
@@ -109,13 +151,25 @@ class ExperimentConfig:
     retrain: RetrainConfig = RetrainConfig()
     ray: RayConfig = RayConfig()
     tracking: TrackingConfig = TrackingConfig()
+    sweep: SweepConfig | None = None  # built by from_dict: a `raysearch sweep` over the search's meta-HPs
 
     def to_dict(self) -> dict:
-        """Plain nested dict in the YAML layout (algorithm options flattened into `search`)."""
+        """Plain nested dict in the YAML layout (algorithm options flattened into `search`; `sweep`
+        only when there is one, so a plain experiment's dict is the same as before sweeps existed)."""
         out = dataclasses.asdict(self)
         for section in ("space", "search"):
             out[section].update(out[section].pop("options") or {})
+        out.pop("sweep")
+        if self.sweep is not None:
+            out["sweep"] = self.sweep.to_dict()
         return _lists(out)
+
+    def without_sweep(self, overrides: dict | None = None) -> "ExperimentConfig":
+        """The experiment one search of a sweep runs: no `sweep` section, `overrides` ({dotted field:
+        value}) applied and validated."""
+        data = self.to_dict()
+        data.pop("sweep", None)
+        return from_dict(apply_fields(data, overrides or {}))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -266,13 +320,126 @@ def from_dict(data) -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)
+    sweep = data.pop("sweep", None)
     space = _build_named(SpaceConfig, "name", _space_options, data.pop("space", None), "space")
     search = _build_named(SearchConfig, "algorithm", _search_options, data.pop("search", None), "search")
     if hasattr(search.options, "check_space"):  # what an algorithm needs of the space (at load, not trial start)
         search.options.check_space(space)
     config = dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
     _check_workers(config)
+    if sweep is not None:
+        config = dataclasses.replace(config, sweep=_build_sweep(sweep, config))
     return config
+
+
+def apply_fields(data: dict, values: dict) -> dict:
+    """A copy of the experiment dict `data` with {dotted field: value} set (e.g. {"search.tau": 5.0})."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name, value in values.items():
+        section, key = name.split(".", 1)
+        out.setdefault(section, {})[key] = _lists(value)
+    return out
+
+
+def _sweepable(config: ExperimentConfig) -> list[str]:
+    """The dotted fields a sweep of `config` may set: its search, space and training fields."""
+    names = [f"search.{f.name}" for f in dataclasses.fields(SearchConfig) if f.name != "options"]
+    names += [f"search.{f.name}" for f in dataclasses.fields(type(config.search.options))]
+    names += [f"space.{f.name}" for f in dataclasses.fields(type(config.space.options))]
+    names += [f"training.{f.name}" for f in dataclasses.fields(TrainingConfig)]
+    return [n for n in names if n not in UNSWEPT]
+
+
+def _sweep_param(name: str, dist, accepted: list[str], algorithm: str) -> SweepParam:
+    path = f"sweep.params.{name}"
+    if name in UNSWEPT:
+        raise ConfigError(f"{path}: cannot be swept: {UNSWEPT[name]}")
+    if name not in accepted:
+        raise ConfigError(f"{path}: unknown field for {algorithm}; accepted: {', '.join(accepted)}")
+    if not (isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in SWEEP_KINDS):
+        raise ConfigError(f"{path}: expected one of {{choice: [values]}}, {{uniform: [low, high]}}, "
+                          f"{{loguniform: [low, high]}}, {{randint: [low, high]}}; got {dist!r}")
+    kind, values = next(iter(dist.items()))
+    if kind == "choice":
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ConfigError(f"{path}: choice takes a non-empty list of values, got {values!r}")
+        return SweepParam(name, kind, tuple(_tuples(v) for v in values))
+    number = int if kind == "randint" else (int, float)
+    if (not isinstance(values, (list, tuple)) or len(values) != 2
+            or any(isinstance(v, bool) or not isinstance(v, number) for v in values)):
+        what = "integers" if kind == "randint" else "numbers"
+        raise ConfigError(f"{path}: {kind} takes [low, high], two {what}; got {values!r}")
+    low, high = values
+    if (low > high) if kind == "randint" else (low >= high):
+        raise ConfigError(f"{path}: {kind} needs low {'<=' if kind == 'randint' else '<'} high, got {list(values)}")
+    if kind == "loguniform" and low <= 0:
+        raise ConfigError(f"{path}: loguniform needs low > 0, got {list(values)}")
+    return SweepParam(name, kind, (low, high) if kind == "randint" else (float(low), float(high)))
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+_MAX_COMBINATIONS = 256  # beyond this many, bounds are checked one field at a time only
+
+
+def _build_sweep(data, config: ExperimentConfig) -> SweepConfig:
+    from raysearch.algorithms import ALGORITHMS
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep: expected a mapping with params, algorithm, num_samples, ...; got {data!r}")
+    if config.search.algorithm not in ALGORITHMS:
+        raise ConfigError(f"search.algorithm: {config.search.algorithm} is a black-box baseline (a Tune sweep "
+                          "itself); `sweep:` tunes a differentiable search's meta-hyper-parameters: use one of "
+                          f"{', '.join(sorted(ALGORITHMS))}, or drop the sweep section")
+    data = dict(data)
+    params = data.pop("params", None)
+    sweep = build(SweepConfig, data, "sweep")
+    if not isinstance(params, dict) or not params:
+        raise ConfigError("sweep.params: expected a mapping of at least one dotted field to its distribution, "
+                          f"e.g. search.tau: {{choice: [1.0, 10.0]}}; got {params!r}")
+    accepted = _sweepable(config)
+    parsed = tuple(_sweep_param(str(name), dist, accepted, config.search.algorithm) for name, dist in params.items())
+    _check_values(parsed, config)
+    return dataclasses.replace(sweep, params=parsed)
+
+
+def _check_values(params: tuple[SweepParam, ...], config: ExperimentConfig) -> None:
+    """Every value a distribution can produce builds a valid experiment: each field's choices or both
+    bounds (field checks are bounds), with the other fields as configured, then (when few) every
+    combination of them (checks across fields)."""
+    base = config.to_dict()
+    for p in params:
+        for value in p.values:
+            try:
+                from_dict(apply_fields(base, {p.field: value}))
+            except ConfigError as err:
+                reason = str(err).removeprefix(f"{p.field}: ")
+                raise ConfigError(f"sweep.params.{p.field}: {p.kind} {list(_lists(p.values))} can produce "
+                                  f"{_lists(value)!r}, which is not accepted: {reason}") from None
+    combinations = 1
+    for p in params:
+        combinations *= len(p.values)
+    if len(params) < 2 or combinations > _MAX_COMBINATIONS:
+        return
+    for values in itertools.product(*(p.values for p in params)):
+        chosen = {p.field: v for p, v in zip(params, values)}
+        try:
+            from_dict(apply_fields(base, chosen))
+        except ConfigError as err:
+            raise ConfigError(f"sweep.params: the combination {_lists(chosen)} is not accepted: {err}") from None
+
+
+def check_command(config: ExperimentConfig, command: str) -> None:
+    """`raysearch sweep` needs a config with a `sweep:` section, `raysearch run` refuses one (a sweep run as
+    one search would surprise); both say what to do instead."""
+    if command == "sweep" and config.sweep is None:
+        raise ConfigError("sweep: this config has no `sweep:` section naming the meta-hyper-parameters to sweep "
+                          "(see configs/sweep_autohas_digits.yaml); `raysearch run CONFIG` runs its search once")
+    if command == "run" and config.sweep is not None:
+        raise ConfigError("sweep: this config sweeps its search's meta-hyper-parameters: run it with "
+                          "`raysearch sweep CONFIG`, or run its search once with `--set sweep=null`")
 
 
 def _check_workers(config: ExperimentConfig) -> None:

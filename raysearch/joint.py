@@ -2,8 +2,10 @@
 
 Defined once per search space, from the space's `choices()` (one categorical
 per architecture decision) plus log-uniform training hyper-parameters; the
-Tune and ConfigSpace forms are converted from it (`raysearch.baselines.convert`),
+Tune and ConfigSpace forms are converted from it (`raysearch.baselines.sweep`),
 and our own searchers (REA, RANK-NOSH) sample, mutate and featurize it here.
+The dimension types (`Categorical`, `LogUniform`, `Uniform`, `IntUniform`) also
+describe a meta-sweep's space (`raysearch.meta_sweep`).
 A configuration is a flat dict: `{"edge_1_0": "nor_conv_3x3", ..., "lr": 0.05, "weight_decay": 3e-4}`.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Categorical:
     name: str  # config key
-    choices: tuple[str, ...]  # allowed values
+    choices: tuple[str | float, ...]  # allowed values: strings or numbers (what Tune and ConfigSpace take as is)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,20 @@ class LogUniform:
         """Position of `value` in [0, 1] on the log scale (the predictor's feature)."""
         span = math.log(self.high) - math.log(self.low)
         return 0.0 if span == 0 else (math.log(value) - math.log(self.low)) / span
+
+
+@dataclass(frozen=True)
+class Uniform:
+    name: str  # config key
+    low: float  # inclusive bounds, sampled uniformly
+    high: float
+
+
+@dataclass(frozen=True)
+class IntUniform:
+    name: str  # config key
+    low: int  # inclusive bounds, integers sampled uniformly
+    high: int
 
 
 HPARAMS = ("lr", "weight_decay")

@@ -10,6 +10,7 @@ their last checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -120,7 +121,7 @@ def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotyp
     """One results.parquet row (see raysearch.results.RESULT_SCHEMA)."""
     metrics, error = result.metrics or {}, _error(result)
     return {
-        "experiment": config.name, "role": role, "trial_id": metrics.get("trial_id") or _trial_id(result),
+        "experiment": config.name, "role": role, "trial_id": _row_id(result),
         "status": "ERROR" if error else "TERMINATED", "error": error,
         "epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s"),
         "genotype": genotype, "val_accuracy": val, "test_accuracy": test,
@@ -132,7 +133,8 @@ def row(config: ExperimentConfig, role: str, result, trial_config: dict, genotyp
 def _trial_id(result) -> str | None:
     """The trial id in a result's directory name (`<trainable>_<trial id>_<number>_...`), for a trial
     that failed before it reported anything."""
-    match = re.search(r"_([0-9a-f]{5}_\d{5})_\d+", Path(result.path).name) if result.path else None
+    # Tune's own ids are `<5 hex>_<5 digits>`; a searcher's (BOHB) are 8 hex digits.
+    match = re.search(r"_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_\d+_", Path(result.path).name) if result.path else None
     return match.group(1) if match else None
 
 
@@ -277,10 +279,11 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     # The experiment goes through Ray's object store: a trial's config holds only its sampled values.
     trainable = tune.with_parameters(sweep_trainable, experiment=config.without_sweep().to_dict(), space=space)
     started = time.monotonic()
-    grid = fit(trainable, parts.param_space, "search", storage, config, [
-        MlflowCallback(tracker, "search"),
-        SweepProgressCallback("search", max_t, SEARCH_KEYS, "genotype", sweep.metric, sweep.algorithm),
-        *callbacks], restore, parts)
+    with _quiet_trial_failures():
+        grid = fit(trainable, parts.param_space, "search", storage, config, [
+            MlflowCallback(tracker, "search"),
+            SweepProgressCallback("search", max_t, SEARCH_KEYS, "genotype", sweep.metric, sweep.algorithm),
+            *callbacks], restore, parts)
     seconds = time.monotonic() - started
     results = sorted((r for r in grid if r.config is not None), key=_creation_index)
     derived = {id(r): read_json(r.checkpoint, DERIVED_FILE) if r.checkpoint else None for r in results}
@@ -291,26 +294,21 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
         raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
                              "searches unfinished")
+    children = {id(r): tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": _row_id(r)})
+                for r in results}
     for r in results:  # trials that ended paused (BOHB), or paused when a resumed sweep was interrupted
-        tracker.end(tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": row_id(r)}),
-                    "FAILED" if _error(r) else "FINISHED")
+        tracker.end(children[id(r)], "FAILED" if _error(r) else "FINISHED")
     ok = [r for r in results if _error(r) is None and sweep.metric in (r.metrics or {}) and derived[id(r)]]
     if not ok:
         raise RunFailed(f"every one of the {len(results)} searches of the sweep failed; first: "
                         f"{next((_error(r) for r in results if _error(r)), 'no result')}")
-    pool = [r for r in ok if r.metrics.get("search_done")]
-    if not pool:
-        top = max(r.metrics["epoch"] for r in ok)
-        pool = [r for r in ok if r.metrics["epoch"] == top]
+    # Searches that ran to their end (early stopping included) rank above those a scheduler stopped.
+    pool = [r for r in ok if r.metrics.get("search_done")] or [
+        r for r in ok if r.metrics["epoch"] == max(r.metrics["epoch"] for r in ok)]
     best = (max if sweep.mode == "max" else min)(pool, key=lambda r: r.metrics[sweep.metric])
-
-    for r in ok:  # each search's encodings, logged to its own MLflow run (the best's files go with Selected)
-        folder = artifacts if r is best else artifacts / "searches" / _number(r)
-        folder.mkdir(parents=True, exist_ok=True)
-        files = _search_files(derived[id(r)], folder)
+    for r in ok:  # each search's encodings go to its own MLflow run; the best's go with Selected
         if r is not best:
-            tracker.log_artifacts(tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": row_id(r)}),
-                                  files)
+            tracker.log_artifacts(children[id(r)], _search_files(derived[id(r)], artifacts / "searches" / _number(r)))
     entries = [{"trial": _number(r), "values": space.values(r.config), "epochs": (r.metrics or {}).get("epoch"),
                 "metric": (r.metrics or {}).get(sweep.metric), "status": _status(r, sweep.algorithm),
                 "best": r is best} for r in results]
@@ -320,16 +318,35 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
              "stopped_trials": sum(e["status"].startswith("stopped") for e in entries),
              "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results),
              "best_params": space.values(best.config)}
-    return Selected(d["genotype"], d["hparams"], best.metrics["derived_val_acc"], seconds, row_id(best),
+    return Selected(d["genotype"], d["hparams"], best.metrics["derived_val_acc"], seconds, _row_id(best),
                     _search_files(d, artifacts), extra, config.without_sweep(space.values(best.config)))
 
 
-def row_id(result) -> str | None:
+@contextlib.contextmanager
+def _quiet_trial_failures():
+    """Drop Tune's traceback per failed trial and its closing list of them: in a sweep a search may
+    fail while the others go on, and SweepProgressCallback prints one line with the reason and the
+    traceback's file instead."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Trial task failed for trial", "Trials did not complete"))
+
+    loggers = [logging.getLogger(name) for name in ("ray.tune.execution.tune_controller", "ray.tune.tune")]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)
+
+
+def _row_id(result) -> str | None:
     return (result.metrics or {}).get("trial_id") or _trial_id(result)
 
 
 def _number(result) -> str:
-    return str(row_id(result)).rsplit("_", 1)[-1]
+    """The trial's number in its id (`<experiment>_00004` -> `00004`), as the progress lines show it."""
+    return str(_row_id(result)).rsplit("_", 1)[-1]
 
 
 def _status(result, scheduler: str) -> str:
@@ -341,6 +358,7 @@ def _status(result, scheduler: str) -> str:
 def _search_files(derived: dict, folder: Path) -> list[Path]:
     """encodings.json (probabilities of every encoding after every epoch), encodings.png and, for a
     per-step lr (AutoHAS), lr_schedule.png of a search's derived.json, written in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     history = folder / "encodings.json"
     history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
     files = [history, plot_encodings(derived["history"], derived["labels"], folder / "encodings.png")]

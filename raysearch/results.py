@@ -54,6 +54,11 @@ class Summary:
             ("MLflow experiment / run", f"{self.mlflow_experiment_id or '-'} / {self.mlflow_parent_run_id or '-'}"),
             ("run directory", self.run_dir),
         ]
+        if "trials" in self.extra:  # a sweep: its size, and for a meta-sweep the selected search's values
+            rows.insert(-2, ("trials (failed)", f"{self.extra['trials']} ({self.extra.get('failed_trials', 0)})"))
+        if "best_params" in self.extra:
+            rows.insert(-2, ("best search's meta-HPs", "  ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.extra["best_params"].items())))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 
@@ -68,12 +73,13 @@ RESULT_SCHEMA = pa.schema([
     ("experiment", pa.string()), ("role", pa.string()), ("trial_id", pa.string()), ("status", pa.string()),
     ("error", pa.string()), ("epochs", pa.int64()), ("seconds", pa.float64()), ("genotype", pa.string()),
     ("val_accuracy", pa.float64()), ("test_accuracy", pa.float64()), ("metrics", pa.string()),
-    ("config", pa.string()),
+    ("config", pa.string()), ("hparams", pa.string()),
 ])
 
 
 def write_results(rows: list[dict], run_dir: Path) -> Path:
-    """results.parquet: one row per trial with the columns of RESULT_SCHEMA."""
+    """results.parquet: one row per trial with the columns of RESULT_SCHEMA (`metrics`, `config` and
+    `hparams`, the derived hyper-parameters with a search's per-step lr list, are JSON text)."""
     path = Path(run_dir) / "results.parquet"
     table = pa.Table.from_pylist([{name: row.get(name) for name in RESULT_SCHEMA.names} for row in rows],
                                  schema=RESULT_SCHEMA)

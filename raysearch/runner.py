@@ -1,9 +1,13 @@
-"""`raysearch.run` and `raysearch.resume`: a search trial, then a retraining trial, on Ray Tune.
+"""`raysearch.run`, `raysearch.sweep` and `raysearch.resume`: a search trial (or a baseline's sweep),
+or a sweep of searches over their meta-hyper-parameters, then a retraining trial, on Ray Tune.
 
 The CLI is a thin layer over this module, so notebooks and scripts get the same
-run directory, MLflow runs and summary. Both entry points share `_execute`;
+run directory, MLflow runs and summary. All entry points share `_execute`;
 under `resume` each phase restores its stored Tune experiment, so unfinished
 trials continue from their checkpoints and finished ones are not run again.
+A config with a `sweep:` section is a sweep (`sweep` runs it, `run` refuses
+it); config.yaml in the run directory keeps the section, so `resume` continues
+a sweep as a sweep.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from raysearch import phases
+from raysearch import phases, worker_logs
 from raysearch.algorithms import ALGORITHMS
-from raysearch.config import ExperimentConfig, load_config
+from raysearch.config import ExperimentConfig, check_command, load_config
 from raysearch.data import check_available
 from raysearch.phases import RunFailed, RunInterrupted
+from raysearch.preflight import check_cluster, check_config
 from raysearch.results import Summary, write_results, write_summary
 from raysearch.tracking import Tracker, default_uri, flatten
 
-__all__ = ["RunDirError", "RunFailed", "RunInterrupted", "resume", "run"]
+__all__ = ["RunDirError", "RunFailed", "RunInterrupted", "resume", "run", "sweep"]
 
 STATE_FILE = "run.json"
 
@@ -53,12 +58,16 @@ def start_ray(config: ExperimentConfig, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     address = address or config.ray.address
+    runtime_env = {"worker_process_setup_hook": worker_logs.HOOK}  # Ray's per-trial INFO lines off the console
     if address:
         _probe_ray(address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
-        ray.init(num_cpus=config.ray.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # "local": a private Ray even when another one runs on this machine (with no address, ray.init
+        # joins the newest cluster `ray start` or ray.cluster_utils left in /tmp/ray).
+        ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=False,
+                 logging_level=logging.WARNING, runtime_env=runtime_env)
     return True
 
 
@@ -103,8 +112,24 @@ def run(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = No
     """Search, retrain and evaluate `config`; every result lands in the run directory and MLflow.
 
     `callbacks` are extra `ray.tune.Callback`s added to every phase's Tune experiment.
+    A config with a `sweep:` section is refused: `sweep` runs it.
     """
+    check_command(config, "run")
+    return _start(config, output_dir, tracking_uri, address, callbacks)
+
+
+def sweep(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = None,
+          address: str | None = None, callbacks=()) -> Summary:
+    """Sweep `config`'s `sweep.params` over whole searches, then retrain and evaluate the best search's
+    derived configuration; the same run directory, MLflow runs and summary as `run`."""
+    check_command(config, "sweep")
+    return _start(config, output_dir, tracking_uri, address, callbacks)
+
+
+def _start(config: ExperimentConfig, output_dir, tracking_uri: str | None, address: str | None,
+           callbacks) -> Summary:
     check_available(config.data.dataset, config.data.root)  # before any resource is taken
+    check_config(config, address)  # batch vs splits, one step's memory (vs this machine, for a local run)
     run_dir = Path(output_dir or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     if (run_dir / STATE_FILE).exists():
         raise RunDirError(f"{run_dir} already holds a run: continue it with `raysearch resume {run_dir}` "
@@ -128,6 +153,7 @@ def resume(run_dir, address: str | None = None) -> Summary:
         return Summary(**json.loads((run_dir / "summary.json").read_text()))
     config = load_config(run_dir / "config.yaml")
     check_available(config.data.dataset, config.data.root)
+    check_config(config, address)
     tracker = _tracker(config, run_dir, state.tracking_uri)
     tracker.reopen(state.mlflow_experiment_id, state.mlflow_parent_run_id)
     return _execute(config, run_dir, tracker, state, address, restore=True)
@@ -145,7 +171,11 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
     rows, status, started = [], "FAILED", False
     try:
         started = start_ray(config, address)
-        first = phases.search if config.search.algorithm in ALGORITHMS else phases.sweep
+        check_cluster(config)  # a request no node can satisfy would make Tune wait forever
+        if config.sweep is not None:
+            first = phases.meta_sweep
+        else:
+            first = phases.search if config.search.algorithm in ALGORITHMS else phases.sweep
         selected = first(config, storage, tracker, rows, restore, callbacks, artifacts)
         shared = [  # logged with the selecting trial and with the retraining
             run_dir / "config.yaml",
@@ -156,7 +186,8 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
 
         retrain = None
         if config.retrain.enabled:
-            retrain = phases.retrain(config, storage, tracker, rows, restore, callbacks, selected)
+            retrain = phases.retrain(selected.config or config, storage, tracker, rows, restore, callbacks,
+                                     selected)
             tracker.log_artifacts(_child(tracker, "retrain", retrain.metrics["trial_id"]), shared)
 
         summary = Summary(

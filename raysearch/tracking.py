@@ -163,6 +163,13 @@ class Tracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self._call("log metrics", self.client.log_batch, run_id, metrics=batch)
 
+    def last_step(self, run_id: str | None, key: str) -> int:
+        """The highest step at which metric `key` was logged to `run_id` (0: never)."""
+        if run_id is None:
+            return 0
+        history = self._call("metric history", self.client.get_metric_history, run_id, key) or []
+        return max((int(m.step) for m in history), default=0)
+
     def log_artifacts(self, run_id: str | None, paths) -> None:
         if run_id is None:
             return

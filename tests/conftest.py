@@ -44,7 +44,7 @@ def ray_session(tmp_path_factory):
     """A private local Ray for one test, shut down afterwards."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
              _temp_dir=str(tmp_path_factory.mktemp("ray", numbered=True)))
     yield
     ray.shutdown()

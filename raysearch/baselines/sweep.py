@@ -3,6 +3,9 @@
 Every trial reports `val_acc` once per epoch (see trainables/train.py); all
 baselines maximise it, use `epoch` as the time attribute, and stop when the
 trial-epoch budget is spent (`EpochBudget`) or the wall-clock cap is reached.
+The generic parts (`to_tune`, `to_configspace`, `sampler`, `asha_scheduler`,
+`bohb_parts`, `trial_slots`) also build the sweep over a differentiable
+search's meta-hyper-parameters (`raysearch.meta_sweep`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from raysearch.baselines.pyramid import RankNosh
 from raysearch.baselines.rank_nosh import RankNoshScheduler, RankNoshSearcher
 from raysearch.baselines.rea import RegularizedEvolution
 from raysearch.data import load_splits
-from raysearch.joint import Categorical, JointSpace
+from raysearch.joint import Categorical, IntUniform, JointSpace, LogUniform, Uniform
 from raysearch.predictors import PairwiseRanker
 from raysearch.proxies import PROXIES
 from raysearch.spaces import build_space
@@ -35,13 +38,18 @@ METRIC, MODE, TIME_ATTR = "val_acc", "max", "epoch"
 
 @dataclass
 class TuneParts:
-    """What `raysearch.phases.fit` hands to Tune for one baseline."""
+    """What `raysearch.phases.fit` hands to Tune for one sweep (a baseline, or a meta-sweep)."""
 
     search_alg: object  # a Tune SearchAlgorithm or Searcher
     scheduler: object  # a Tune TrialScheduler
     param_space: dict  # searched dimensions as Tune domains (random sampling) or {} (the searcher owns them)
     num_samples: int = -1  # trials to create; -1 = until the searcher finishes or the budget stops the sweep
     max_concurrent: int | None = None  # Tune's max_concurrent_trials for a Searcher (None: resources decide)
+    metric: str = METRIC  # the reported metric searcher and scheduler optimise
+    mode: str = MODE  # "max" or "min"
+    stop: object = None  # a Stopper for the whole sweep that is also a Callback (EpochBudget), or None
+    time_budget_s: float | None = None  # wall-clock cap of the sweep
+    reuse_actors: bool = True  # one trial process for many short trials (RAY_NOTES: ~1.5 s saved per trial)
 
 
 class EpochBudget(Stopper, Callback):
@@ -75,55 +83,84 @@ class EpochBudget(Stopper, Callback):
         self.seen = set(map(tuple, state["seen"]))
 
 
-def to_tune(joint: JointSpace) -> dict:
-    return {dim.name: tune.choice(list(dim.choices)) if isinstance(dim, Categorical)
-            else tune.loguniform(dim.low, dim.high) for dim in joint.dims}
+def to_tune(space) -> dict:
+    """Tune domains of a JointSpace, or of a sequence of dimensions (raysearch.joint's types)."""
+    return {dim.name: _tune_domain(dim) for dim in getattr(space, "dims", space)}
 
 
-def to_configspace(joint: JointSpace, seed: int) -> ConfigSpace.ConfigurationSpace:
-    space = ConfigSpace.ConfigurationSpace(seed=seed)
-    for dim in joint.dims:
-        space.add(ConfigSpace.CategoricalHyperparameter(dim.name, list(dim.choices)) if isinstance(dim, Categorical)
-                  else ConfigSpace.UniformFloatHyperparameter(dim.name, dim.low, dim.high, log=True))
-    return space
+def _tune_domain(dim):
+    if isinstance(dim, Categorical):
+        return tune.choice(list(dim.choices))
+    if isinstance(dim, LogUniform):
+        return tune.loguniform(dim.low, dim.high)
+    if isinstance(dim, Uniform):
+        return tune.uniform(dim.low, dim.high)
+    return tune.randint(dim.low, dim.high + 1)  # IntUniform: Tune's upper bound is exclusive
 
 
-def _slots(config) -> int:
-    """How many trials the Ray cluster can run at once."""
+def to_configspace(space, seed: int) -> ConfigSpace.ConfigurationSpace:
+    """The ConfigSpace form (BOHB's) of a JointSpace or of a sequence of dimensions."""
+    out = ConfigSpace.ConfigurationSpace(seed=seed)
+    for dim in getattr(space, "dims", space):
+        if isinstance(dim, Categorical):
+            out.add(ConfigSpace.CategoricalHyperparameter(dim.name, list(dim.choices)))
+        elif isinstance(dim, IntUniform):
+            out.add(ConfigSpace.UniformIntegerHyperparameter(dim.name, dim.low, dim.high))
+        else:
+            out.add(ConfigSpace.UniformFloatHyperparameter(dim.name, dim.low, dim.high,
+                                                           log=isinstance(dim, LogUniform)))
+    return out
+
+
+def trial_slots(cpus: float, gpus: float) -> int:
+    """How many trials needing `cpus` and `gpus` each the Ray cluster can run at once (at least 1)."""
     resources = ray.cluster_resources()
-    slots = resources.get("CPU", 1.0) // config.ray.cpus_per_trial
-    if config.ray.gpus_per_trial:
-        slots = min(slots, resources.get("GPU", 0.0) // config.ray.gpus_per_trial)
+    slots = resources.get("CPU", 1.0) // cpus
+    if gpus:
+        slots = min(slots, resources.get("GPU", 0.0) // gpus)
     return max(1, int(slots))
 
 
-def _sampler(config) -> BasicVariantGenerator:
+def _slots(config) -> int:
+    return trial_slots(config.ray.cpus_per_trial, config.ray.gpus_per_trial)
+
+
+def sampler(seed: int, max_concurrent: int) -> BasicVariantGenerator:
     """Tune's seeded random sampling, creating no more trials than can run: by default Tune creates up to
     200 ahead, and when the budget ends the unstarted ones would be left behind as empty trials."""
-    return BasicVariantGenerator(random_state=config.seed,
-                                 max_concurrent=config.search.options.max_concurrent or _slots(config))
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+
+
+def asha_scheduler(max_t: int, grace_period: int, reduction_factor: float) -> ASHAScheduler:
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_t, grace_period=min(grace_period, max_t),
+                         reduction_factor=reduction_factor)
+
+
+def bohb_parts(dims, seed: int, max_t: int, reduction_factor: float, max_concurrent: int | None,
+               metric: str = METRIC, mode: str = MODE) -> tuple:
+    """(searcher, scheduler) of BOHB over `dims`: TuneBOHB and HyperBandForBOHB, epochs the fidelity."""
+    searcher = TuneBOHB(space=to_configspace(dims, seed), metric=metric, mode=mode, seed=seed)
+    if max_concurrent:  # HyperBandForBOHB tells the limiter about pauses, so paused trials do not count
+        searcher = ConcurrencyLimiter(searcher, max_concurrent)
+    return searcher, HyperBandForBOHB(time_attr=TIME_ATTR, max_t=max_t, reduction_factor=reduction_factor)
 
 
 def random_search(config, joint: JointSpace) -> TuneParts:
     options = config.search.options
-    return TuneParts(_sampler(config), FIFOScheduler(), to_tune(joint),
-                     num_samples=options.budget_epochs // config.search.epochs)
+    return TuneParts(sampler(config.seed, options.max_concurrent or _slots(config)), FIFOScheduler(),
+                     to_tune(joint), num_samples=options.budget_epochs // config.search.epochs)
 
 
 def asha(config, joint: JointSpace) -> TuneParts:
-    options, epochs = config.search.options, config.search.epochs
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=epochs, grace_period=min(options.grace_period, epochs),
-                              reduction_factor=options.reduction_factor)
-    return TuneParts(_sampler(config), scheduler, to_tune(joint))
+    options = config.search.options
+    scheduler = asha_scheduler(config.search.epochs, options.grace_period, options.reduction_factor)
+    return TuneParts(sampler(config.seed, options.max_concurrent or _slots(config)), scheduler, to_tune(joint))
 
 
 def bohb(config, joint: JointSpace) -> TuneParts:
     options = config.search.options
-    searcher = TuneBOHB(space=to_configspace(joint, config.seed), metric=METRIC, mode=MODE, seed=config.seed)
-    if options.max_concurrent:  # HyperBandForBOHB tells the limiter about pauses, so paused trials do not count
-        searcher = ConcurrencyLimiter(searcher, options.max_concurrent)
-    scheduler = HyperBandForBOHB(time_attr=TIME_ATTR, max_t=config.search.epochs,
-                                 reduction_factor=options.reduction_factor)
+    searcher, scheduler = bohb_parts(joint.dims, config.seed, config.search.epochs, options.reduction_factor,
+                                     options.max_concurrent)
     return TuneParts(searcher, scheduler, {})
 
 

@@ -139,8 +139,8 @@ class MBConvNetwork(nn.Module):
 
 @dataclass(frozen=True)
 class MBConvSpaceConfig:
-    width_multiplier: float = spec(1.0, gt=0.0)  # scales every width (AutoHAS's small variant: 0.3)
-    depth_multiplier: float = spec(1.0, gt=0.0)  # scales every stage's block count, rounded up (small variant: 0.3)
+    width_multiplier: float = spec(1.0, gt=0.0, le=10.0)  # scales every width (AutoHAS's small variant: 0.3)
+    depth_multiplier: float = spec(1.0, gt=0.0, le=10.0)  # scales every stage's block count, rounded up (small variant: 0.3)
 
 
 class MBConvSpace(Space):
