@@ -1,7 +1,7 @@
 """Data-parallel scaling of a search step, and the cost of running a search as a Ray Tune trial.
 
     .venv/bin/python benchmarks/ddp_scaling.py [--algorithms autohas gdas darts drnas] [--steps 30]
-                                               [--tune-epochs 12] [--skip-tune]
+                                               [--tune-epochs 100] [--skip-tune]
 
 1. Step throughput with 1 and 2 workers at the same global batch: the 2
    workers are gloo processes (torch.multiprocessing, no Ray) with one thread
@@ -132,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algorithms", nargs="+", default=["autohas", "gdas", "darts", "drnas"], choices=CONFIGS)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--tune-epochs", type=int, default=12, help="epochs of the Tune-overhead search (~1 min)")
+    parser.add_argument("--tune-epochs", type=int, default=100, help="epochs of the Tune-overhead search (~1 min)")
     parser.add_argument("--skip-tune", action="store_true")
     args = parser.parse_args()
     scaling(args.algorithms, args.steps)
