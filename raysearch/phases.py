@@ -76,8 +76,8 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray import tune
 
-    for name in ("ray.tune.logger.logger", "ray.tune.analysis.experiment_analysis"):
-        tune_logger = logging.getLogger(name)
+    for logger_name in ("ray.tune.logger.logger", "ray.tune.analysis.experiment_analysis"):
+        tune_logger = logging.getLogger(logger_name)
         if _drop_missing_log_warnings not in tune_logger.filters:
             tune_logger.addFilter(_drop_missing_log_warnings)
     trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
