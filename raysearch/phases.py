@@ -173,7 +173,7 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
 def _creation_index(result) -> int:
     """Tune numbers trials as it creates them, in the tag that starts each trial's directory name
     (`<trainable>_<trial id>_<number>_<config>_<date>`); failed trials have no `experiment_tag` result."""
-    tag = Path(result.path).name.split(f"{(result.metrics or {}).get('trial_id') or _trial_id(result)}_", 1)[1]
+    tag = Path(result.path).name.split(f"{_row_id(result)}_", 1)[1]
     return int(tag.split("_", 1)[0])
 
 
@@ -205,15 +205,10 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     # In creation order (Tune's own order is not); a trial the budget stopped before it started has no config.
     results = sorted((r for r in grid if r.config is not None), key=_creation_index)
     for result in results:
-        genotype = joint.decode(result.config)[0].to_string()
-        rows.append(row(config, "search", result, result.config, genotype, (result.metrics or {}).get("val_acc"),
-                        hparams=joint.decode(result.config)[1]))
-    if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
-        raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
-                             "trials unfinished")
-    for result in results:  # trials that ended paused, or paused when a resumed run was interrupted
-        tracker.end(tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": result.metrics["trial_id"]}),
-                    "FAILED" if _error(result) else "FINISHED")
+        genotype, hparams = joint.decode(result.config)
+        rows.append(row(config, "search", result, result.config, genotype.to_string(),
+                        (result.metrics or {}).get("val_acc"), hparams=hparams))
+    _end_sweep(grid, results, tracker, "trials")
     done = [r for r in results if _error(r) is None and "val_acc" in (r.metrics or {})]
     if not done:
         raise RunFailed(f"every one of the {len(results)} sweep trials failed; first: "
@@ -291,13 +286,7 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
         d = derived[id(r)] or {}
         rows.append(row(config, "search", r, space.values(r.config), d.get("genotype"),
                         (r.metrics or {}).get("derived_val_acc"), hparams=d.get("hparams")))
-    if grid.num_terminated + grid.num_errors < len(grid):  # Tune returns normally on Ctrl-C
-        raise RunInterrupted(f"the sweep stopped with {len(grid) - grid.num_terminated - grid.num_errors} "
-                             "searches unfinished")
-    children = {id(r): tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": _row_id(r)})
-                for r in results}
-    for r in results:  # trials that ended paused (BOHB), or paused when a resumed sweep was interrupted
-        tracker.end(children[id(r)], "FAILED" if _error(r) else "FINISHED")
+    children = _end_sweep(grid, results, tracker, "searches")
     ok = [r for r in results if _error(r) is None and sweep.metric in (r.metrics or {}) and derived[id(r)]]
     if not ok:
         raise RunFailed(f"every one of the {len(results)} searches of the sweep failed; first: "
@@ -338,6 +327,20 @@ def _quiet_trial_failures():
     finally:
         for logger in loggers:
             logger.removeFilter(keep)
+
+
+def _end_sweep(grid, results: list, tracker: Tracker, what: str) -> dict:
+    """Raise RunInterrupted if a sweep's trials did not all end (Tune returns normally on Ctrl-C); else end
+    every trial's MLflow child run (trials that ended paused, or paused when a resumed sweep was
+    interrupted, are still open) and return {id(result): child run id}."""
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished:
+        raise RunInterrupted(f"the sweep stopped with {unfinished} {what} unfinished")
+    children = {id(r): tracker.find_child({"raysearch.role": "search", "raysearch.trial_id": _row_id(r)})
+                for r in results}
+    for r in results:
+        tracker.end(children[id(r)], "FAILED" if _error(r) else "FINISHED")
+    return children
 
 
 def _row_id(result) -> str | None:
