@@ -82,43 +82,8 @@ class ProgressCallback(Callback):
 SHARDS_PLACEMENT_GROUP = "shards_placement_group"  # result key: the placement group of a trial's Train workers
 
 
-class ReleaseShards(Callback):
-    """Removes the placement group of a sharded search's Train workers once its trial is not running.
-
-    Ray Train V2 creates that group from its controller, an actor of the
-    trial; when Tune stops or pauses the trial (a scheduler's decision, the
-    budget), the controller dies with the trial but the group stays reserved
-    (ray-project/ray #54305; Train's own cleaner needs the dashboard's state
-    API, which local runs do not start) and later trials wait for its CPUs
-    forever. Every result of a sharded trial names its group; the driver
-    removes it when the trial stops, pauses or fails, or reports from a new one.
-    """
-
-    def __init__(self):
-        self.groups: dict[str, str] = {}  # trial_id -> hex id of the group its workers run in
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        group = result.get(SHARDS_PLACEMENT_GROUP)
-        if group and self.groups.get(trial.trial_id) not in (None, group):
-            _remove_group(self.groups[trial.trial_id])  # the workers of an earlier attempt
-        if group:
-            self.groups[trial.trial_id] = group
-
-    def on_step_begin(self, iteration, trials, **info):
-        for trial in trials:
-            if trial.status != "RUNNING" and trial.trial_id in self.groups:
-                _remove_group(self.groups.pop(trial.trial_id))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        if trial.trial_id in self.groups:
-            _remove_group(self.groups.pop(trial.trial_id))
-
-    on_trial_error = on_trial_complete
-
-    def on_experiment_end(self, trials, **info):
-        for group in self.groups.values():
-            _remove_group(group)
-        self.groups.clear()
+SHARD_GROUPS = "raysearch-shard-groups"  # the named actor that knows every sharded trial's worker groups
+_RELEASE_TIMEOUT_S = 30.0
 
 
 def _remove_group(hex_id: str) -> None:
@@ -129,6 +94,113 @@ def _remove_group(hex_id: str) -> None:
     group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
     if ray.util.placement_group_table(group).get("state") not in (None, "REMOVED"):
         remove_placement_group(group)
+
+
+class _ShardGroups:
+    """trial id -> the placement groups its Train worker groups were created in, since they started."""
+
+    def __init__(self):
+        self.groups: dict[str, set[str]] = {}
+
+    def add(self, trial_id: str, group: str) -> None:
+        self.groups.setdefault(trial_id, set()).add(group)
+
+    def release(self, trial_id: str | None, keep: str | None = None) -> int:
+        """Remove the trial's groups (every trial's with None) except `keep`; how many were removed."""
+        removed = 0
+        for trial in [trial_id] if trial_id is not None else list(self.groups):
+            for group in self.groups.pop(trial, set()) - {keep}:
+                _remove_group(group)
+                removed += 1
+            if keep is not None:
+                self.groups[trial] = {keep}
+        return removed
+
+
+def shard_groups():
+    """The `_ShardGroups` actor of this driver, created by `ReleaseShards.setup` (so that the driver owns
+    it and it lives while the driver holds its handle, whatever trial dies)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # On the driver's node: a registry on a worker node would die with that node, as the trials it serves.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(_ShardGroups).options(
+        name=SHARD_GROUPS, get_if_exists=True, scheduling_strategy=here).remote()
+
+
+def register_shard_group(trial_id: str, group: str) -> None:
+    """Called by a sharded trial's rank 0 as soon as its worker group exists, before any epoch: a trial
+    that dies with its node before its first report must not leave its group behind either. Without
+    ReleaseShards in the experiment (a user's own Tuner) there is no registry, and nothing to do."""
+    import ray
+
+    try:
+        registry = ray.get_actor(SHARD_GROUPS)
+    except ValueError:
+        return
+    ray.get(registry.add.remote(trial_id, group), timeout=_RELEASE_TIMEOUT_S)
+
+
+class ReleaseShards(Callback):
+    """Removes the placement group of a sharded search's Train workers once its trial is not running.
+
+    Ray Train V2 creates that group from its controller, an actor of the
+    trial. Ray removes a group only when its creator's job ends, so when
+    Tune stops or pauses the trial (a scheduler's decision, the budget) or
+    the trial dies with a node, the group stays reserved (ray-project/ray
+    #54305; Train's own cleaner needs the dashboard's state API, which local
+    runs do not start) and later trials wait for its CPUs forever. Rank 0
+    registers the group with `shard_groups()`; the driver removes a trial's
+    groups when it stops running, fails (before a retry too) or ends, and
+    the earlier ones when a result comes from a new group.
+    """
+
+    def __init__(self):
+        self.running: set[str] = set()  # trials RUNNING at the last step
+        self.current: dict[str, str] = {}  # trial_id -> the group its last result came from
+
+    def setup(self, **info):
+        # The driver creates (or, after `raysearch resume`, recreates) the registry and holds its handle:
+        # Ray ends an actor, named or not, once no handle to it is left.
+        self.registry = shard_groups()
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment; a handle does not outlive a job
+        return {k: v for k, v in self.__dict__.items() if k != "registry"}
+
+    def _release(self, trial_id: str | None, keep: str | None = None) -> None:
+        import ray
+
+        if getattr(self, "registry", None) is None:
+            self.setup()
+        try:
+            ray.get(self.registry.release.remote(trial_id, keep), timeout=_RELEASE_TIMEOUT_S)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as err:
+            print(f"raysearch: warning: could not release the worker groups of {trial_id or 'every trial'} "
+                  f"({type(err).__name__}); a later trial may wait for their resources", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        group = result.get(SHARDS_PLACEMENT_GROUP)
+        if group and self.current.get(trial.trial_id) != group:  # a new attempt: its earlier workers are gone
+            self._release(trial.trial_id, keep=group)
+            self.current[trial.trial_id] = group
+
+    def on_step_begin(self, iteration, trials, **info):
+        running = {t.trial_id for t in trials if t.status == "RUNNING"}
+        for trial_id in self.running - running:  # paused or stopped since the last step
+            self._release(trial_id)
+            self.current.pop(trial_id, None)
+        self.running = running
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._release(trial.trial_id)
+        self.current.pop(trial.trial_id, None)
+
+    on_trial_error = on_trial_recover = on_trial_complete
+
+    def on_experiment_end(self, trials, **info):
+        self._release(None)
+        self.current.clear()
 
 
 def _value_text(value) -> str:

@@ -3,8 +3,11 @@
 A sharded search whose worker's node is removed continues from its last
 epoch's checkpoint (Tune restarts the trial and with it the Train worker
 group) and ends exactly where an undisturbed run ends, with every epoch
-reported once.
+reported once. A sweep of sharded searches loses a node the same way and
+ends with every search once, each continued from its checkpoint.
 """
+
+import contextlib
 
 import json
 import threading
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 from ray.tune import Callback
@@ -21,7 +25,7 @@ import raysearch
 from raysearch.config import from_dict
 from tests.conftest import TINY
 
-pytestmark = pytest.mark.slow  # two sharded searches and a restart: ~3 minutes on 2 cores
+pytestmark = pytest.mark.slow  # each test: sharded searches and a restart, ~3 minutes on 2 cores
 
 EPOCHS = 4
 
@@ -37,11 +41,44 @@ class MarkEpoch(Callback):
             Path(self.path).touch()
 
 
-def _config():
+def _config(**sections):
     # Batches of 16: ~70 steps an epoch, so the node goes while the workers are inside an epoch.
     return from_dict({**TINY, "search": {"algorithm": "gdas", "epochs": EPOCHS, "batch_size": 16},
                       "ray": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 2},
-                      "retrain": {"enabled": False}})
+                      "retrain": {"enabled": False}, **sections})
+
+
+@contextlib.contextmanager
+def _cluster():
+    """The head runs no trial; either worker node can hold a trial and its two 0.5-CPU workers alone."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR")
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _lose_a_worker_node_at_epoch_1(cluster, tmp_path: Path, start) -> dict:
+    """Run `start(callbacks)` in a thread, remove a node that hosts a Train worker group once a trial
+    reported epoch 1, and return {"summary": what `start` returned} when it finished."""
+    marker = tmp_path / "epoch1"
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(summary=start([MarkEpoch(str(marker), 1)])))
+    runner.start()
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    hosts = _worker_nodes(cluster)
+    assert marker.exists() and hosts, "the sharded search never reached epoch 1 on a worker node"
+    cluster.remove_node(hosts[0], allow_graceful=False)
+    runner.join(timeout=900)
+    assert not runner.is_alive() and "summary" in outcome, "the disturbed run did not finish"
+    return outcome
 
 
 def _worker_nodes(cluster) -> list:
@@ -59,31 +96,10 @@ def _encodings(run_dir: Path) -> list:
 
 
 def test_a_sharded_search_survives_the_loss_of_a_worker_node(tmp_path):
-    # The head runs no trial; either worker node can hold the trial and its two 0.5-CPU workers alone.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, logging_level="ERROR")
-    try:
+    with _cluster() as cluster:
         undisturbed = raysearch.run(_config(), output_dir=tmp_path / "undisturbed")
-
-        marker = tmp_path / "epoch1"
-        outcome = {}
-        runner = threading.Thread(target=lambda: outcome.update(summary=raysearch.run(
-            _config(), output_dir=tmp_path / "disturbed", callbacks=[MarkEpoch(str(marker), 1)])))
-        runner.start()
-        deadline = time.monotonic() + 300
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        hosts = _worker_nodes(cluster)
-        assert marker.exists() and hosts, "the sharded search never reached epoch 1 on a worker node"
-        cluster.remove_node(hosts[0], allow_graceful=False)
-        runner.join(timeout=600)
-        assert not runner.is_alive() and "summary" in outcome, "the disturbed search did not finish"
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        outcome = _lose_a_worker_node_at_epoch_1(cluster, tmp_path, lambda callbacks: raysearch.run(
+            _config(), output_dir=tmp_path / "disturbed", callbacks=callbacks))
 
     disturbed = outcome["summary"]
     failures = list((tmp_path / "disturbed" / "ray").glob("*/*/error.txt"))
@@ -95,3 +111,37 @@ def test_a_sharded_search_survives_the_loss_of_a_worker_node(tmp_path):
                                   f"tags.mlflow.parentRunId = '{disturbed.mlflow_parent_run_id}'")
     epochs = [int(m.value) for m in client.get_metric_history(child.info.run_id, "epoch")]
     assert epochs == list(range(1, EPOCHS + 1)), f"epochs reported with a gap or twice: {epochs}"
+
+
+def _epochs(path: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
+
+
+def test_a_sweep_of_sharded_searches_loses_a_node_and_keeps_every_search_once(tmp_path):
+    """Two sharded searches at once, one per node (1 + 2 x 0.5 CPUs each); one node goes mid-epoch."""
+    config = _config(sweep={"num_samples": 2, "max_concurrent": 2,
+                            "params": {"search.tau_max": {"choice": [10.0, 5.0]}}})
+    with _cluster() as cluster:
+        outcome = _lose_a_worker_node_at_epoch_1(cluster, tmp_path, lambda callbacks: raysearch.sweep(
+            config, output_dir=tmp_path / "sweep", callbacks=callbacks))
+        assert ray.util.placement_group_table() == {} or all(
+            g["state"] == "REMOVED" for g in ray.util.placement_group_table().values())
+
+    run_dir = tmp_path / "sweep"
+    failures = list((run_dir / "ray").glob("search/*/error.txt"))
+    assert failures and "unavailable" in failures[0].read_text(), "no search failed: no node was lost"
+    rows = [r for r in pq.read_table(run_dir / "results.parquet").to_pylist() if r["role"] == "search"]
+    assert len(rows) == 2 and len({r["trial_id"] for r in rows}) == 2, "a search was lost or run twice"
+    assert all(r["status"] == "TERMINATED" and r["epochs"] == EPOCHS for r in rows)
+    # Tune's own record of each trial: a restarted search continued after its checkpoint, so its
+    # results run 1..EPOCHS once; a search restarted from scratch would report epoch 1 twice.
+    for trial_dir in (run_dir / "ray" / "search").glob("sweep_trainable_*"):
+        assert _epochs(trial_dir / "result.json") == list(range(1, EPOCHS + 1)), trial_dir.name
+    summary = outcome["summary"]
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    children = client.search_runs([summary.mlflow_experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary.mlflow_parent_run_id}'")
+    assert sorted(c.data.tags["raysearch.trial_id"] for c in children) == sorted(r["trial_id"] for r in rows)
+    for child in children:
+        epochs = [int(m.value) for m in client.get_metric_history(child.info.run_id, "epoch")]
+        assert epochs == list(range(1, EPOCHS + 1)) and child.info.status == "FINISHED"

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from raysearch import memory as mem
 from raysearch import preflight
 from raysearch.cli import main
 from raysearch.config import ConfigError, load_config
@@ -81,7 +82,7 @@ def test_a_space_that_overflows_even_on_the_meta_device_is_a_config_error():
 
 
 def test_a_space_too_deep_to_build_is_refused_without_building_it(monkeypatch):
-    monkeypatch.setattr(preflight, "MAX_MODULES", 500)  # the real cap is 50,000: same path, less time
+    monkeypatch.setattr(mem, "MAX_MODULES", 500)  # the real cap is 50,000: same path, less time
     config = load_config(DEFAULT, ["space.cells_per_stage=50"])
     with pytest.raises(ConfigError, match=r"^space\.cells_per_stage: this nb201 space is too large to build "
                                           r"\(it has more than 500 modules\)"):
@@ -96,17 +97,16 @@ def test_every_shipped_config_passes_the_ray_free_checks(path):
 
 def test_the_estimate_matches_the_bytes_a_real_step_saves():
     from raysearch.data import load_splits
-    from raysearch.memory import saved_tensor_bytes
     from raysearch.spaces import build_space
 
     config = tiny_config()
-    memory = preflight.estimate_step_memory(config)
+    memory = mem.estimate_step_memory(config)
     splits = load_splits(config.data)
     space = build_space(config.space, splits.shape)
     net = space.supernet()
     x = splits.train[0][: config.search.batch_size]
     mix = {k: torch.full(s, 1 / s[1], requires_grad=True) for k, s in space.encoding_shapes().items()}
-    real = saved_tensor_bytes(lambda: net(x, mix, None))
+    real = mem.saved_tensor_bytes(lambda: net(x, mix, None))
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
     estimated = memory.fixed + memory.per_example * memory.batch
     assert memory.parameters == weights
@@ -115,9 +115,9 @@ def test_the_estimate_matches_the_bytes_a_real_step_saves():
 
 def test_large_models_are_measured_on_the_meta_device_with_the_same_result(monkeypatch):
     config = tiny_config()
-    on_cpu = preflight._estimate(config, None)
-    monkeypatch.setattr(preflight, "REAL_FORWARD_BYTES", 0)  # as for a model of more than 256 MiB
-    assert preflight._estimate(config, None) == on_cpu
+    on_cpu = mem._estimate(config, None)
+    monkeypatch.setattr(mem, "REAL_FORWARD_BYTES", 0)  # as for a model of more than 256 MiB
+    assert mem._estimate(config, None) == on_cpu
 
 
 def test_run_and_resume_refuse_before_ray_starts_or_a_run_directory_is_made(capsys, tmp_path):
@@ -186,7 +186,7 @@ def test_sharded_workers_that_fit_alone_must_fit_together():
 
 def test_the_cluster_memory_check_uses_the_largest_node_that_can_host_a_worker():
     config = _config(workers=2, cpus_per_worker=1, gpus_per_worker=1)
-    memory = preflight.estimate_step_memory(config)
+    memory = mem.estimate_step_memory(config)
     # The CPU node has plenty of memory but cannot host a GPU worker; the GPU nodes have too little.
     view = ClusterView((_node(8, memory=1000 * GB), _node(4, 1, memory.total(1)), _node(4, 1, memory.total(1))))
     with pytest.raises(ConfigError, match=r"^search\.batch_size: the supernet needs .* at 32 examples per worker"):

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import raysearch
-from raysearch.callbacks import SHARDS_PLACEMENT_GROUP, ReleaseShards
+from raysearch.callbacks import SHARDS_PLACEMENT_GROUP, ReleaseShards, register_shard_group
 from raysearch.data import load_splits
 from raysearch.search import SearchLoop
 from tests.conftest import TINY, tiny_config
@@ -65,6 +65,52 @@ def test_a_sharded_trial_stopped_by_tune_leaves_no_placement_group(tmp_path, ray
         callbacks=[ReleaseShards()])).fit()
     assert grid[0].metrics["epoch"] == 1 and grid[0].metrics[SHARDS_PLACEMENT_GROUP]
     assert _groups_left() == {}, "the stopped trial's worker group kept its CPUs"
+
+
+def _removed(group: str) -> bool:
+    """Whether the placement group (hex id) is REMOVED, after giving Ray a few seconds to remove it."""
+    for _ in range(20):
+        if ray.util.placement_group_table()[group]["state"] == "REMOVED":
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def test_worker_groups_are_released_when_their_trial_fails_before_any_report(ray_session):
+    """A trial that dies with its node before its first epoch named no group in a result: rank 0's
+    registration is what lets the driver remove it (before Tune retries the trial, so the retry finds
+    the CPUs); a result from a new attempt's group releases the attempts before it; a paused trial's
+    group goes."""
+    from types import SimpleNamespace
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    def group():
+        pg = placement_group([{"CPU": 0.25}])
+        ray.get(pg.ready(), timeout=30)
+        return pg
+
+    unregistered = group()
+    register_shard_group("t1", unregistered.id.hex())  # no ReleaseShards, so no registry: a no-op
+    remove_placement_group(unregistered)
+    callback = ReleaseShards()
+    callback.setup()
+    trial = SimpleNamespace(trial_id="t1", status="PENDING")
+    first, second, third = (group().id.hex() for _ in range(3))
+    register_shard_group("t1", first)
+    callback.on_trial_recover(0, [trial], trial)  # failed before any report; Tune is about to retry
+    assert _removed(first)
+    register_shard_group("t1", second)
+    register_shard_group("t1", third)
+    callback.on_trial_result(0, [trial], trial, {SHARDS_PLACEMENT_GROUP: third})
+    assert _removed(second) and not _removed_now(third)
+    callback.on_step_begin(0, [SimpleNamespace(trial_id="t1", status="RUNNING")])
+    callback.on_step_begin(0, [SimpleNamespace(trial_id="t1", status="PAUSED")])
+    assert _removed(third)
+
+
+def _removed_now(group: str) -> bool:
+    return ray.util.placement_group_table()[group]["state"] == "REMOVED"
 
 
 def test_workers_are_for_differentiable_searches_and_split_the_batch():

@@ -67,17 +67,19 @@ def shard_worker(train_config: dict) -> None:
     """The search on one Ray Train worker: rank r of N steps on its shard of every global batch."""
     import ray.train.torch
 
-    from raysearch.callbacks import SHARDS_PLACEMENT_GROUP
+    from raysearch.callbacks import SHARDS_PLACEMENT_GROUP, register_shard_group
     from raysearch.distributed import TorchDistributed
 
     quiet_ray_logs()
     cfg = from_dict(train_config["experiment"])
     dist = TorchDistributed(cfg.ray.batch_norm)  # Ray Train set up the group: gloo on CPU, NCCL on CUDA
+    # The driver removes the workers' placement group once the trial stops or dies (callbacks.ReleaseShards).
+    group = {SHARDS_PLACEMENT_GROUP: ray.util.get_current_placement_group().id.hex()}
+    if dist.rank == 0:
+        register_shard_group(train_config["trial_id"], group[SHARDS_PLACEMENT_GROUP])
     loop = SearchLoop.from_config(cfg, load_splits(cfg.data), ray.train.torch.get_device(), dist)
     if train_config["state"] is not None:  # the trial's last checkpoint, the same on every rank
         loop.load_state_dict(train_config["state"])
-    # The driver removes the workers' placement group if Tune stops the trial (callbacks.ReleaseShards).
-    group = {SHARDS_PLACEMENT_GROUP: ray.util.get_current_placement_group().id.hex()}
     while not loop.done:
         metrics, files = epoch_report(loop, loop.run_epoch())
         if dist.rank == 0:  # every rank holds the same state; rank 0 hands it over, saved for the CPU
@@ -129,7 +131,8 @@ def _sharded(cfg: ExperimentConfig, experiment: dict) -> None:
     reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trainer = _trainer_class(_state_api_up())(
         shard_worker,
-        train_loop_config={"experiment": experiment, "state": checkpoint_state(), "reports": reports},
+        train_loop_config={"experiment": experiment, "state": checkpoint_state(), "reports": reports,
+                           "trial_id": tune.get_context().get_trial_id()},
         scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}),
         run_config=RunConfig(name="shards", storage_path=tune.get_context().get_trial_dir(),
