@@ -1,6 +1,7 @@
 """Preflight: refuse a config that cannot run, before any trial starts, with one error naming the field.
 
-Two stages, both raising `raysearch.config.ConfigError` (the CLI exits 2):
+Two stages, both raising `raysearch.config.ConfigError` (the CLI exits 2), and for a sweep both hold
+for every search it can make (each swept value, one field at a time):
 
 - `check_config(config, address)`, without Ray (`raysearch validate`, and `run`/`resume`
   before Ray starts): the batch fits the splits it is drawn from, the space can be
@@ -96,13 +97,47 @@ def _physical_memory() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def _value_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _searches(config: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
+    """(prefix of an error, experiment) for every experiment the checks must hold for: the config itself,
+    or for a sweep its base search and, one field at a time, each choice and both bounds of every swept
+    field (a swept `search.batch_size` or `space.channels` sizes the searches as much as the base does)."""
+    if config.sweep is None:
+        return [("", config)]
+    searches = [("", config.without_sweep())]
+    for p in config.sweep.params:
+        for value in p.values:
+            searches.append((f"sweep.params.{p.field} = {_value_text(value)}: ", config.without_sweep({p.field: value})))
+    return searches
+
+
+def _each_search(check, config: ExperimentConfig, *args):
+    """`check(search, *args)` for every search of `config`; an error names the swept value that caused it.
+    Returns what the check of the base search returned."""
+    first = None
+    for i, (prefix, search) in enumerate(_searches(config)):
+        try:
+            result = check(search, *args)
+        except ConfigError as err:
+            raise ConfigError(prefix + str(err)) from None
+        first = result if i == 0 else first
+    return first
+
+
 def check_config(config: ExperimentConfig, address: str | None = None) -> StepMemory:
-    """The checks that need no Ray; returns the step's memory estimate.
+    """The checks that need no Ray, for every search a sweep can make; returns the (base) step's memory.
 
     `address` (or `ray.address`): the run goes to that cluster, whose nodes only
     `check_cluster` sees, so memory is compared there; otherwise against this
     machine's RAM, shared by `ray.workers` workers.
     """
+    return _each_search(_check_search, config, address)
+
+
+def _check_search(config: ExperimentConfig, address: str | None) -> StepMemory:
     info = split_info(config.data)
     _check_batch(config, info)
     if address or config.ray.address:
@@ -295,6 +330,10 @@ def check_cluster(config: ExperimentConfig, view: ClusterView | None = None, war
         warn("raysearch: warning: ray.storage_path is not set, so Tune stores into the run directory on "
              "this machine; a trial on another node fails at its first checkpoint unless every node mounts "
              "that directory (set ray.storage_path to s3://... or a shared file system)")
+    _each_search(_check_node_memory, config, view)
+
+
+def _check_node_memory(config: ExperimentConfig, view: ClusterView) -> None:
     bundle = _step_bundle(config)
     hosts = [s for s in (*view.nodes, *(t.resources for t in view.addable)) if _fits(bundle, s)]
     if not hosts or view.unknown_types or any("memory" not in h for h in hosts):

@@ -89,6 +89,25 @@ def test_a_space_too_deep_to_build_is_refused_without_building_it(monkeypatch):
         check_config(config)
 
 
+def test_a_sweep_is_checked_for_every_value_it_can_give_a_search(monkeypatch):
+    """The base search fits; a swept batch or channel count that does not is refused, naming the value."""
+    sweep = {"num_samples": 2, "params": {"search.batch_size": {"choice": [32, 100000]}}}
+    config = tiny_config(sweep=sweep)
+    with pytest.raises(ConfigError, match=r"^sweep\.params\.search\.batch_size = 100000: search\.batch_size: "
+                                          r"100000 is larger than search-train \(\d+ examples\)"):
+        check_config(config)
+    base = check_config(tiny_config())
+    monkeypatch.setattr(preflight, "_physical_memory", lambda: 2 * base.total())
+    config = tiny_config(sweep={"num_samples": 2, "params": {"space.channels": {"randint": [4, 64]}}})
+    with pytest.raises(ConfigError, match=r"^sweep\.params\.space\.channels = 64: search\.batch_size: the supernet "
+                                          r"needs ~"):
+        check_config(config)
+    view = ClusterView((_node(4, memory=2 * base.total()),))
+    with pytest.raises(ConfigError, match=r"^sweep\.params\.space\.channels = 64: search\.batch_size: .*Ray memory"):
+        check_cluster(config, view)
+    assert check_config(tiny_config(sweep={"num_samples": 2, "params": {"space.channels": {"randint": [4, 5]}}}))
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_config_passes_the_ray_free_checks(path):
     memory = check_config(load_config(path))
