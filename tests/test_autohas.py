@@ -8,7 +8,8 @@ from raysearch.algorithms.autohas import AutoHAS, AutoHASConfig
 from raysearch.config import TrainingConfig
 from raysearch.memory import saved_tensor_bytes
 from raysearch.search import SearchLoop
-from tests.conftest import tiny_config
+from raysearch.config import from_dict
+from tests.conftest import TINY, tiny_config
 from tests.toys import ToySpace, quadratic_batch
 
 DIM = 8
@@ -194,3 +195,25 @@ def test_encodings_change_only_in_the_encoding_step(digits):
     assert all((encodings[k] - v).abs().max() < 1e-20 for k, v in algo.enc.items())
     assert any(not torch.equal(a, b) for a, b in zip(weights, algo.weights))
     assert all(isinstance(p, torch.nn.Parameter) for p in algo.enc.values())
+
+
+def test_the_darts_topology_is_derived_from_probabilities_as_plotted(digits):
+    """Node 3 of the DARTS cell keeps 2 of its 3 input edges. Edge (3, 0) has the largest logits but
+    spreads them over every op (probability 1/8 each); edge (3, 2) has smaller logits on one op
+    (probability ~0.51): comparing logits keeps (3, 0), the DARTS rule on probabilities keeps (3, 2)."""
+    from raysearch.spaces.darts import EDGES, OP_NAMES
+
+    config = from_dict({**TINY, "space": {"name": "darts", "channels": 4, "layers": 3, "stem_multiplier": 1}})
+    algorithm = SearchLoop.from_config(config, digits).algorithm
+    conv = OP_NAMES.index("sep_conv_3x3")
+    with torch.no_grad():
+        for cell in ("normal", "reduce"):
+            logits = algorithm.enc[cell]
+            logits.zero_()
+            logits[EDGES.index((3, 0))] = 5.0  # flat: the largest logit of all, the smallest probability
+            logits[EDGES.index((3, 1)), conv] = 1.0
+            logits[EDGES.index((3, 2)), conv] = 2.0
+    genotype = algorithm.derive().genotype
+    assert {src for _, src in genotype.normal[2:4]} == {1, 2}
+    plotted = algorithm.encodings()  # what encodings.png and encodings.json show
+    assert algorithm.space.derive({c: plotted[c] for c in ("normal", "reduce")}) == genotype

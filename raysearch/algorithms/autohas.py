@@ -202,7 +202,9 @@ class AutoHAS(SearchAlgorithm):
         if self.fixed is not None:
             genotype = self.fixed
         else:
-            genotype = self.space.derive({name: self.enc[name].detach() for name in self.arch_names})
+            # From probabilities, as every relaxation derives: the DARTS rule compares edges by their
+            # strongest op's probability, which logits (shift-invariant per row) do not rank alike.
+            genotype = self.space.derive({name: self.enc[name].detach().softmax(-1) for name in self.arch_names})
         lr_factor, wd, optimizer = self._derived_hparams()
         base, schedule = self.base_lrs[optimizer], self.training.lr_schedule
         lrs = [scheduled_lr(base, t, self.total_steps, schedule) * f for t, f in enumerate(self.lr_factors)]
