@@ -91,7 +91,23 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
     return (v - shift).clamp(min=0.0)
 
 
-def uniform_perturbation(weights: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
-    """SDARTS-RS: weights + U[-epsilon, epsilon] noise, projected back onto the simplex."""
+def clip_to_simplex(v: torch.Tensor) -> torch.Tensor:
+    """SDARTS's reference `clip`: every row clamped to [0, 1] and divided by its sum; a row that clamps to
+    all zeros puts 1 on its largest entry. Unlike the Euclidean projection it keeps the noise's ratios
+    between the entries that stay positive."""
+    clipped = v.clamp(0.0, 1.0)
+    empty = clipped.sum(-1, keepdim=True) == 0
+    largest = torch.zeros_like(v).scatter_(-1, v.argmax(-1, keepdim=True), 1.0)
+    clipped = torch.where(empty, largest, clipped)
+    return clipped / clipped.sum(-1, keepdim=True)
+
+
+NOISE_PROJECTIONS = {"clip": clip_to_simplex, "euclidean": project_simplex}  # SDARTS-RS: back onto the simplex
+
+
+def uniform_perturbation(weights: torch.Tensor, epsilon: float, generator: torch.Generator,
+                         projection: str = "clip") -> torch.Tensor:
+    """SDARTS-RS: weights + U[-epsilon, epsilon] noise, brought back onto the simplex by `projection`
+    (NOISE_PROJECTIONS: the reference's clip, or the Euclidean projection)."""
     noise = (torch.rand(weights.shape, generator=generator) * 2.0 - 1.0) * epsilon
-    return project_simplex(weights + noise.to(weights.device))
+    return NOISE_PROJECTIONS[projection](weights + noise.to(weights.device))

@@ -111,13 +111,28 @@ def test_drnas_kl_term_pulls_toward_dir_1(digits):
 
 
 def test_sdarts_perturbs_only_the_weight_step_and_stays_on_the_simplex(digits):
-    algo = _build("sdarts_rs", epsilon=0.3, epsilon_min=0.3, arch_init_std=0.0)
+    algo = _build("sdarts_rs", epsilon=0.3, epsilon_min=0.3, arch_init_std=0.0, noise_projection="euclidean")
     perturbed = algo.weight_mix()[0]["cell"]
     clean = algo.mix()[0]["cell"]
     assert torch.allclose(clean, torch.full((6, 5), 0.2))
     assert not torch.allclose(perturbed, clean)
     assert torch.allclose(perturbed.sum(-1), torch.ones(6)) and (perturbed >= 0).all()
     assert (perturbed - clean).abs().max() <= 0.3 + 1e-6 or (perturbed == 0).any()
+
+
+def test_sdarts_noise_is_clipped_and_renormalised_as_the_reference_does():
+    from raysearch.relax import clip_to_simplex, project_simplex
+
+    noisy = torch.tensor([[0.5, 0.3, -0.1], [1.4, 0.2, 0.2], [-0.2, -0.1, -0.3]])
+    clipped = clip_to_simplex(noisy)
+    torch.testing.assert_close(clipped, torch.tensor([[0.625, 0.375, 0.0], [1 / 1.4, 0.2 / 1.4, 0.2 / 1.4],
+                                                      [0.0, 1.0, 0.0]]))
+    assert not torch.allclose(project_simplex(noisy), clipped)  # the Euclidean projection differs
+    reference, euclidean = (_build("sdarts_rs", epsilon=0.3, epsilon_min=0.3, noise_projection=p)
+                            for p in ("clip", "euclidean"))
+    assert reference.options.noise_projection == "clip"  # the default
+    a, b = reference.weight_mix()[0]["cell"], euclidean.weight_mix()[0]["cell"]  # the same noise draws
+    assert not torch.allclose(a, b) and torch.allclose(a.sum(-1), torch.ones(6))
 
 
 def test_sdarts_epsilon_ramps_per_epoch():
