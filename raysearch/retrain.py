@@ -37,7 +37,8 @@ class TrainLoop:
     def _lr(self, step: int) -> float:
         if isinstance(self.lr, (list, tuple)):
             return replay(self.lr, step, self.total_steps)
-        return scheduled_lr(self.lr, step, self.total_steps, self.training.lr_schedule)
+        warmup = self.training.warmup_epochs * self.stream.batches_per_pass
+        return scheduled_lr(self.lr, step, self.total_steps, self.training.lr_schedule, warmup)
 
     def run_epoch(self) -> dict[str, float]:
         self.net.train()

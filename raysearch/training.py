@@ -20,11 +20,17 @@ def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
         raise DivergenceError(f"{what} is {loss.item()} at step {step}: the run diverged")
 
 
-def scheduled_lr(base: float, step: int, total_steps: int, schedule: str) -> float:
-    """Learning rate at `step` of `total_steps`: cosine decay to 0, or constant."""
+def scheduled_lr(base: float, step: int, total_steps: int, schedule: str, warmup_steps: int = 0,
+                 floor: float = 0.0) -> float:
+    """Learning rate at `step` of `total_steps`: a linear warm-up to `base` over the first `warmup_steps`
+    (base x (step + 1) / warmup_steps, as AutoHAS's schedule warms up its first epochs), then cosine decay
+    to `floor` over the steps after it, or constant."""
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
     if schedule == "constant":
         return base
-    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    step, total = step - warmup_steps, max(total_steps - warmup_steps, 1)
+    return floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 def replay(values, step: int, total_steps: int) -> float:

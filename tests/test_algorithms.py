@@ -104,3 +104,39 @@ def test_a_nan_loss_raises_a_clear_error(name, space_name, digits):
 def test_the_seed_is_used(name, digits):
     runs = [_run(_algorithm(name, "nb201", seed=seed), digits, 0) for seed in (0, 0, 1)]
     assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+
+def _step_lrs(algo, digits, steps: int) -> list[float]:
+    """The weight lr each of `steps` steps used (AutoHAS: its record divided by the step's lr factor)."""
+    used = []
+    for i in range(steps):
+        _run(algo, digits, i, count=1)
+        if hasattr(algo, "weight_optimizer"):
+            used.append(algo.weight_optimizer.param_groups[0]["lr"])
+    return used or [lr / f for lr, f in zip(algo.derive().hparams["lr"], algo.lr_factors)]
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_warmup_epochs_ramp_the_weight_lr_then_the_schedule_runs(name, digits):
+    """`training.warmup_epochs: 1` at 2 steps an epoch: lr/2, lr, then the cosine from lr over the 6 steps
+    left (AutoHAS's recipe warms up 5 epochs, then cosine)."""
+    entry = ALGORITHMS[name]
+    algo = entry.build(tiny_space("nb201", DataShape(1, 8, 10)), entry.config_type(), TrainingConfig(warmup_epochs=1),
+                       total_steps=8, seed=0, steps_per_epoch=2)
+    lrs = _step_lrs(algo, digits, 4)
+    base = getattr(algo.options, "weight_lr", TrainingConfig().lr)
+    assert lrs[:3] == pytest.approx([base / 2, base, base]) and lrs[3] < base
+
+
+def test_warmup_epochs_ramp_the_retraining_lr(digits):
+    from raysearch.retrain import TrainLoop
+
+    space = tiny_space("nb201", digits.shape)
+    network = space.network(space.parse(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"))
+    loop = TrainLoop(network, digits.train, {}, TrainingConfig(warmup_epochs=2), 0.1, 5e-4, epochs=4,
+                     batch_size=64, seed=0)
+    per_epoch = loop.stream.batches_per_pass
+    assert loop._lr(0) == pytest.approx(0.1 / (2 * per_epoch)) and loop._lr(per_epoch - 1) == pytest.approx(0.05)
+    assert loop._lr(2 * per_epoch) == pytest.approx(0.1) and loop._lr(3 * per_epoch) == pytest.approx(0.05)

@@ -78,9 +78,10 @@ class AutoHASConfig:
 class AutoHAS(SearchAlgorithm):
     def __init__(self, space, options: AutoHASConfig, training: TrainingConfig, total_steps: int,
                  seed: int, device=torch.device("cpu"), steps_per_epoch: int | None = None, dist=LOCAL):
-        # steps_per_epoch: part of the common constructor; AutoHAS's schedules are per step.
+        # Schedules are per step; steps_per_epoch only sizes the warm-up (training.warmup_epochs).
         self.space, self.options, self.training = space, options, training
         self.total_steps, self.device, self.dist = total_steps, torch.device(device), dist
+        self.warmup_steps = training.warmup_epochs * (steps_per_epoch or total_steps)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the supernet's initial weights
             self.net = dist.prepare(space.supernet()).to(self.device)
@@ -137,7 +138,8 @@ class AutoHAS(SearchAlgorithm):
         # (1) one sample of every encoding, shared by all cells and both halves of the step
         arch_w, active = self._sample_arch()
         factor, b, opt_p, chosen = self._sample_hparams()
-        base = [scheduled_lr(lr, self.steps, self.total_steps, self.training.lr_schedule) for lr in self.base_lrs]
+        base = [scheduled_lr(lr, self.steps, self.total_steps, self.training.lr_schedule, self.warmup_steps)
+                for lr in self.base_lrs]
 
         # (2) training gradient of the sampled architecture
         logits = self.net(x, {k: w.detach() for k, w in arch_w.items()}, active)
@@ -207,7 +209,8 @@ class AutoHAS(SearchAlgorithm):
             genotype = self.space.derive({name: self.enc[name].detach().softmax(-1) for name in self.arch_names})
         lr_factor, wd, optimizer = self._derived_hparams()
         base, schedule = self.base_lrs[optimizer], self.training.lr_schedule
-        lrs = [scheduled_lr(base, t, self.total_steps, schedule) * f for t, f in enumerate(self.lr_factors)]
+        lrs = [scheduled_lr(base, t, self.total_steps, schedule, self.warmup_steps) * f
+               for t, f in enumerate(self.lr_factors)]
         return SearchResult(genotype, {"lr": lrs, "lr_factor": lr_factor, "weight_decay": wd,
                                        "optimizer": self.options.optimizers[optimizer]})
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics, cosine
+from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics
+from raysearch.training import scheduled_lr
 from raysearch.config import ConfigError, spec
 from raysearch.relax import dirichlet, dirichlet_kl_to_uniform, dirichlet_mean
 
@@ -73,7 +74,8 @@ class DrNAS(SupernetSearch):
             return super().weight_lr()
         o = self.options
         length = self.stage_steps if self.stage == 1 else self.total_steps - self.stage_steps
-        return cosine(o.weight_lr, o.weight_lr_min, self.steps - self.stage_start, length)
+        warmup = self.warmup_steps if self.stage == 1 else 0  # the warm-up opens the search, not each stage
+        return scheduled_lr(o.weight_lr, self.steps - self.stage_start, length, "cosine", warmup, o.weight_lr_min)
 
     # -- relaxation -----------------------------------------------------------------
     def mix(self):

@@ -10,12 +10,12 @@ norm clipped at 5; encodings by Adam 3e-4, betas (0.5, 0.999), weight decay
 Choice left open by the references: the cosine is annealed per step (the
 DARTS code anneals per epoch), so resuming mid-epoch continues the same curve.
 The retraining uses the experiment's `training` section: these searches
-select an architecture only.
+select an architecture only. Its `warmup_epochs` also warms the weight lr
+up linearly before the cosine starts (0 by default, as in DARTS).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,7 @@ from raysearch.algorithms.selection import SELECTIONS, Perturbation
 from raysearch.config import TrainingConfig, spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
+from raysearch.training import scheduled_lr
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,6 @@ class SupernetConfig:
     selection: str = spec("magnitude", choices=SELECTIONS)  # final architecture: derivation rule or DARTS-PT
     tune_epochs: int = spec(5, ge=1)  # perturbation: supernet tuning epochs after each decision (DARTS-PT: 5)
     tune_lr_factor: float = spec(0.1, gt=0.0)  # perturbation: tuning lr = this x weight_lr (DARTS-PT: lr/10)
-
-
-def cosine(high: float, low: float, step: int, total: int) -> float:
-    """Cosine annealing from `high` at step 0 to `low` at step `total`."""
-    return low + 0.5 * (high - low) * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 class SupernetSearch(SearchAlgorithm):
@@ -112,9 +108,13 @@ class SupernetSearch(SearchAlgorithm):
     def epochs(self) -> int:
         return max(1, self.total_steps // self.steps_per_epoch)
 
+    @property
+    def warmup_steps(self) -> int:
+        return self.training.warmup_epochs * self.steps_per_epoch
+
     def weight_lr(self) -> float:
         o = self.options
-        return cosine(o.weight_lr, o.weight_lr_min, self.steps, self.total_steps)
+        return scheduled_lr(o.weight_lr, self.steps, self.total_steps, "cosine", self.warmup_steps, o.weight_lr_min)
 
     # -- the two halves of a step ------------------------------------------------------
     def _loss(self, batch, weights, active):
