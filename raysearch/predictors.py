@@ -38,20 +38,23 @@ class PairwiseRanker:
         torch.random.set_rng_state(generator_state)
         return net
 
-    def _pair_loss(self, margin: torch.Tensor) -> torch.Tensor:
+    def _pair_loss(self, margin: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # margin = s(winner) - s(loser); logistic: -log sigmoid(margin); hinge: max(0, 1 - margin)
-        return F.softplus(-margin).mean() if self.loss == "logistic" else F.relu(1.0 - margin).mean()
+        losses = F.softplus(-margin) if self.loss == "logistic" else F.relu(1.0 - margin)
+        return (weights * losses).sum() / weights.sum()
 
-    def fit(self, features: torch.Tensor, pairs: torch.Tensor) -> "PairwiseRanker":
-        """Train on `features` [n, d] and `pairs` [p, 2] of row indices (winner, loser), full batch."""
+    def fit(self, features: torch.Tensor, pairs: torch.Tensor, weights: torch.Tensor | None = None) -> "PairwiseRanker":
+        """Train on `features` [n, d] and `pairs` [p, 2] of row indices (winner, loser), full batch; `weights`
+        [p] weigh each pair's loss (default: all alike)."""
         self.net = self._new_net()
         if len(pairs) == 0:
             return self
         features, pairs = features.float(), pairs.long()
+        weights = torch.ones(len(pairs)) if weights is None else weights.float()
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         for _ in range(self.epochs):
             scores = self.net(features).squeeze(1)
-            loss = self._pair_loss(scores[pairs[:, 0]] - scores[pairs[:, 1]])
+            loss = self._pair_loss(scores[pairs[:, 0]] - scores[pairs[:, 1]], weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -64,6 +64,7 @@ class RankNoshConfig(BaselineConfig):
     candidates: int = spec(500, ge=1)  # random configurations the ranker scores per round
     proxy: str | None = spec("snip", choices="proxies")  # zero-cost proxy of the bottom level; null = none
     proxy_samples: int = spec(100, ge=0)  # configurations scored by the proxy (no training)
+    proxy_weight: float = spec(0.1, ge=0.0)  # proxy pairs' share of the ranker loss vs training pairs', x agreement
     ranker_hidden: int = spec(64, ge=1)  # width of the ranker's two hidden layers
     ranker_epochs: int = spec(200, ge=1)  # full-batch Adam steps per ranker fit
     ranker_lr: float = spec(0.01, gt=0.0)  # Adam learning rate of the ranker

@@ -6,7 +6,9 @@ continues its training from where it paused. One round:
 
 1. the pairwise ranker, trained on the pairs the pyramid defines, ranks
    `candidates` random configurations and proposes the best `proposals`;
-   they are trained to the first level's epochs;
+   they are trained to the first level's epochs (the first round is a
+   uniform random sample instead, as the thesis starts "from a pool of
+   randomly selected architectures": no training result exists yet);
 2. once every configuration has reached its target, the best of each level
    (by accuracy at that level's epochs) are promoted until level i+1 holds
    `promote_fraction` of level i; promoted ones train on, and this repeats
@@ -15,6 +17,21 @@ continues its training from where it paused. One round:
 
 until the budget of trial-epochs is committed. Configurations scored by a
 zero-cost proxy form a bottom level 0 that costs no training.
+
+The ranker's pairs come in two groups. Training evidence: two trained
+members compare by accuracy at the highest level both reached (their
+learning curves are comparable there, and only there), and a trained member
+beats a failed one. Proxy evidence: proxy-only members compare among
+themselves by proxy score; they all carry the same mid-range HPs, so these
+pairs inform the architecture part only. A proxy member is never paired with
+a trained one: that would teach "the proxies' mid-range HPs are bad" and let
+the proxy's pairs, far more numerous, decide. Each group's pairs share its
+weight: the training group 1, the proxy group `proxy_weight` x the proxy's
+agreement with training (the rank correlation between proxy scores and what
+a ranker fitted on the training pairs alone says of the proxy members; 0 if
+they disagree). A fixed weight is not enough: the MLP fits every pair it is
+given, so even a weight of 1e-4 let an anti-correlated proxy turn its
+ranking of held-out configurations from ~0.8 to ~0.3 (tests/test_rank_nosh.py).
 
 `RankNosh` only decides. Whoever trains (a Tune scheduler and searcher, or a
 plain loop in tests) hands out new configurations with `take()`, trains each
@@ -47,12 +64,13 @@ class Member:
 class RankNosh:
     def __init__(self, joint: JointSpace, level_epochs: tuple[int, ...], promote_fraction: float, proposals: int,
                  candidates: int, budget_epochs: int, ranker: PairwiseRanker, seed: int,
-                 proxy_scored: list[tuple[dict, float]] = ()):
+                 proxy_scored: list[tuple[dict, float]] = (), proxy_weight: float = 0.1):
         if list(level_epochs) != sorted(set(level_epochs)) or level_epochs[0] < 1:
             raise ValueError(f"level_epochs must be increasing positive epochs, got {level_epochs}")
         self.joint, self.level_epochs, self.promote_fraction = joint, tuple(level_epochs), promote_fraction
         self.proposals, self.candidates, self.budget_epochs = proposals, candidates, budget_epochs
-        self.ranker, self.rng = ranker, random.Random(seed)
+        self.ranker, self.rng, self.proxy_weight = ranker, random.Random(seed), proxy_weight
+        self.proxy_agreement: float | None = None  # at the last ranker fit, if proxy and training pairs existed
         self.members = [Member(dict(config), scores={0: float(score)}) for config, score in proxy_scored]
         self.queue: list[int] = []  # proposed members not handed out yet
         self.committed = 0  # trial-epochs trained or promised
@@ -121,13 +139,14 @@ class RankNosh:
         if count <= 0:
             return False
         members = self.members
-        if members:
-            features = torch.tensor([self.joint.features(m.config) for m in members])
-            self.ranker.fit(features, torch.tensor(self.pairs(), dtype=torch.long).reshape(-1, 2))
         seen = {_key(m.config) for m in members}
         pool = [c for c in (self.joint.sample(self.rng) for _ in range(self.candidates)) if _key(c) not in seen]
-        scores = self.ranker.score(torch.tensor([self.joint.features(c) for c in pool])).tolist()
-        best = sorted(range(len(pool)), key=lambda i: -scores[i])[:count]
+        if self.rounds == 0:  # a uniform sample: there is no training evidence to rank by
+            best = list(range(min(count, len(pool))))
+        else:
+            self._fit_ranker()
+            scores = self.ranker.score(torch.tensor([self.joint.features(c) for c in pool])).tolist()
+            best = sorted(range(len(pool)), key=lambda i: -scores[i])[:count]
         for i in best:
             self.queue.append(len(members))
             members.append(Member(pool[i], target=first))
@@ -135,30 +154,56 @@ class RankNosh:
         self.rounds += 1
         return bool(best)
 
-    def pairs(self) -> list[tuple[int, int]]:
-        """(winner, loser) member indices: within a level by accuracy at its epochs, across levels the
-        higher level wins; trained members beat proxy-only and failed ones; proxy-only ones rank by score."""
+    def _fit_ranker(self) -> None:
+        groups = self.pairs()
+        trained, proxy = groups["trained"], groups["proxy"]
+        features = torch.tensor([self.joint.features(m.config) for m in self.members])
+        if not trained:  # no training evidence (every trained member failed): the proxy alone
+            self.ranker.fit(features, torch.tensor(proxy, dtype=torch.long).reshape(-1, 2))
+            return
+        self.ranker.fit(features, torch.tensor(trained, dtype=torch.long))
+        if not proxy or not self.proxy_weight:
+            return
+        scored = [i for i, m in enumerate(self.members) if m.target == 0]
+        self.proxy_agreement = rank_correlation(self.ranker.score(features[scored]),
+                                                torch.tensor([self.members[i].scores[0] for i in scored]))
+        weight = self.proxy_weight * max(0.0, self.proxy_agreement)
+        if weight > 0:
+            weights = [1.0 / len(trained)] * len(trained) + [weight / len(proxy)] * len(proxy)
+            self.ranker.fit(features, torch.tensor(trained + proxy, dtype=torch.long), torch.tensor(weights))
+
+    def pairs(self) -> dict[str, list[tuple[int, int]]]:
+        """(winner, loser) member indices by group. "trained": two trained members by accuracy at the
+        highest level both reached, and trained members over failed ones; "proxy": proxy-only members
+        among themselves, by proxy score."""
         trained = [i for i, m in enumerate(self.members) if m.level >= 1 and not m.failed]
         proxy = [i for i, m in enumerate(self.members) if m.target == 0]
         failed = [i for i, m in enumerate(self.members) if m.failed]
-        out = []
-        for a, b in itertools.combinations(trained, 2):
-            ma, mb = self.members[a], self.members[b]
-            if ma.level != mb.level:
-                out.append((a, b) if ma.level > mb.level else (b, a))
-            elif ma.scores[ma.level] != mb.scores[mb.level]:
-                out.append((a, b) if ma.scores[ma.level] > mb.scores[mb.level] else (b, a))
-        for a, b in itertools.combinations(proxy, 2):
-            ma, mb = self.members[a], self.members[b]
-            if ma.scores[0] != mb.scores[0]:
-                out.append((a, b) if ma.scores[0] > mb.scores[0] else (b, a))
-        out += [(a, b) for a in trained for b in proxy + failed]
-        return out
+
+        def by(level_of, group):
+            out = []
+            for a, b in itertools.combinations(group, 2):
+                level = level_of(self.members[a], self.members[b])
+                sa, sb = self.members[a].scores[level], self.members[b].scores[level]
+                if sa != sb:
+                    out.append((a, b) if sa > sb else (b, a))
+            return out
+
+        beaten = [(a, b) for a in trained for b in failed]
+        return {"trained": by(lambda a, b: min(a.level, b.level), trained) + beaten, "proxy": by(lambda a, b: 0, proxy)}
 
     def level_sizes(self) -> list[int]:
         """How many live members completed each level (level 1 first)."""
         live = [m for m in self.members if not m.failed]
         return [sum(m.level >= level for m in live) for level in range(1, len(self.level_epochs) + 1)]
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two 1-d tensors (ties broken by position)."""
+    ranks = [t.argsort().argsort().double() for t in (a, b)]
+    ra, rb = (r - r.mean() for r in ranks)
+    norm = (ra.norm() * rb.norm()).item()
+    return float((ra @ rb).item() / norm) if norm else 0.0
 
 
 def _key(config: dict) -> tuple:

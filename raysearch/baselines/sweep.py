@@ -195,6 +195,6 @@ def rank_nosh(config, joint: JointSpace) -> TuneParts:
                             options.ranking_loss, config.seed)
     scored = proxy_level(config, joint) if options.proxy and options.proxy_samples else []
     nosh = RankNosh(joint, options.levels(epochs), options.promote_fraction, options.proposals, options.candidates,
-                    options.budget_epochs, ranker, config.seed, scored)
+                    options.budget_epochs, ranker, config.seed, scored, options.proxy_weight)
     # The searcher caps concurrency itself: Tune's limiter would count paused trials as running.
     return TuneParts(RankNoshSearcher(nosh, options.max_concurrent, METRIC, MODE), RankNoshScheduler(epochs, METRIC), {})
