@@ -69,7 +69,7 @@ class SearchLoop:
             metrics = {k: v / self.train.batches_per_pass for k, v in sums.items()}
             metrics.update(self.algorithm.end_epoch(next(self.val)))
         else:
-            metrics = self.algorithm.selection.run_epoch(self.train, self.splits.val)
+            metrics = self.algorithm.selection.run_epoch(self.train, self.splits.val, self.val)
         metrics = self.dist.average_metrics(metrics)
         result = self.algorithm.derive()
         metrics.update({k: v for k, v in result.hparams.items() if isinstance(v, float)})

@@ -53,7 +53,7 @@ def test_the_op_whose_removal_hurts_most_is_kept(digits, monkeypatch):
 
     monkeypatch.setattr(selection, "_accuracy", fake_accuracy)
     loop.run_epoch()
-    (_, (name, row)) = plan(loop.algorithm.space, 0)[0]
+    ((_, (name, row)),) = plan(loop.algorithm.space, 0)[0]  # NB201: one encoding, one decision a round
     assert selection.override[name][row].argmax().item() == 2
 
 
@@ -62,9 +62,10 @@ def test_darts_topology_keeps_two_inputs_per_node(digits):
     small = dataclasses.replace(digits, train=tuple(t[:128] for t in digits.train),
                                 val=tuple(t[:128] for t in digits.val))  # the DARTS supernet is the slow one
     loop = _loop(config, small)
-    loop.algorithm.selection.plan = [d for d in loop.algorithm.selection.plan if d[0] == "node"]  # ops stay soft
-    decisions = len(loop.algorithm.selection.plan)
-    assert decisions == 2 * 3  # nodes 3, 4, 5 of each cell type choose 2 of 3, 4, 5 inputs
+    selection = loop.algorithm.selection
+    selection.plan = [r for r in selection.plan if r[0][0] == "node"]  # ops stay soft
+    # nodes 3, 4, 5 of each cell type choose 2 of 3, 4, 5 inputs: a normal and a reduction node per round
+    assert [sorted(name for _, (name, *_) in r) for r in selection.plan] == [["normal", "reduce"]] * 3
     while not loop.done:
         loop.run_epoch()
     weights = loop.algorithm.selected_weights()
@@ -100,3 +101,40 @@ def test_selection_is_a_checked_option():
 
     with pytest.raises(ConfigError, match="search.selection"):
         _config(selection="sideways")
+
+
+def test_darts_rounds_decide_a_normal_and_a_reduction_edge_together():
+    """As the reference's projection: 14 op rounds and 3 node rounds (nodes 3, 4, 5), each one edge or node
+    of either cell type; the last round ends the selection: (17 - 1) x tune_epochs + 1 epochs (170 before)."""
+    from raysearch.algorithms.selection import selection_epochs
+    from raysearch.spaces import build_space
+
+    config = _config(space={"name": "darts", "channels": 4, "layers": 3, "stem_multiplier": 1}, tune_epochs=5)
+    rounds = plan(build_space(config.space), 0)
+    assert [kind for kind, _ in (r[0] for r in rounds)] == ["op"] * 14 + ["node"] * 3
+    assert all(sorted(item[0] for _, item in r) == ["normal", "reduce"] for r in rounds)
+    assert selection_epochs(build_space(config.space), config.search.options) == 16 * 5 + 1
+    assert planned_epochs(config) == 1 + 81
+
+
+def test_tuning_trains_undecided_encodings_and_anneals_the_weight_lr_from_lr_over_10(digits, monkeypatch):
+    config = _config(tune_epochs=2)
+    loop = _loop(config, digits)
+    loop.run_epoch()  # the search epoch
+    algorithm, selection = loop.algorithm, loop.algorithm.selection
+    lrs = []
+    step = algorithm.weight_step
+    monkeypatch.setattr(algorithm, "weight_step", lambda batch, mix=None, lr=None: lrs.append(lr) or step(batch, mix, lr))
+    momentum = [s["momentum_buffer"].clone() for s in algorithm.weight_optimizer.state.values()]
+    assert momentum  # the search's weight steps left momentum, which tuning must not inherit
+    before = algorithm.alpha["cell"].detach().clone()
+    loop.run_epoch()  # round 1, then a tuning epoch
+    undecided = ~selection.fixed["cell"]
+    assert undecided.sum() == 5 and not torch.allclose(algorithm.alpha["cell"][undecided], before[undecided])
+    base = algorithm.options.weight_lr
+    assert lrs[0] == pytest.approx(0.1 * base) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    while not loop.done:
+        count = len(lrs)
+        loop.run_epoch()
+    assert len(lrs) == count  # the last epoch decides the last round and tunes nothing
+    assert lrs[-1] >= algorithm.options.weight_lr_min and loop.epoch == 1 + (6 - 1) * 2 + 1

@@ -1,21 +1,35 @@
 """Selecting the final architecture from a trained supernet: by magnitude or by perturbation (DARTS-PT).
 
 Magnitude reads the space's derivation rule off the encodings' probabilities
-at the end of the search. Perturbation (Wang et al., 2021) decides one edge at
-a time, in a seeded random order: for each candidate op it zeroes that op's
-mixing weight (no renormalisation) and measures the supernet's accuracy on
-the whole search-val split (BN uses batch statistics, as in training, over
-512-sample chunks); the op whose removal hurts most is kept and the edge
-becomes one-hot (ops already pruned to weight 0, as by progressive DrNAS, are
-not candidates). Spaces with a topology (DARTS: 2 inputs kept per node) then decide each node in random order,
-deleting the incoming edge whose removal hurts least until the node keeps
-its inputs. The supernet is tuned for `tune_epochs` between decisions.
+at the end of the search. Perturbation (Wang et al., 2021) decides one edge
+at a time per encoding, in a seeded random order: for each candidate op it
+zeroes that op's mixing weight (no renormalisation) and measures the
+supernet's accuracy on the whole search-val split (BN uses batch statistics,
+as in training, over 512-sample chunks); the op whose removal hurts most is
+kept and the edge becomes one-hot (ops already pruned to weight 0, as by
+progressive DrNAS, are not candidates). Spaces with a topology (DARTS: 2
+inputs kept per node) then decide each node in random order, deleting the
+incoming edge whose removal hurts least until the node keeps its inputs.
+
+As the reference's projection loop does:
+- a round decides one edge (or node) of every encoding together: in the
+  DARTS space a normal and a reduction edge, so 14 + 4 rounds there;
+- between rounds the supernet is tuned for `tune_epochs`, each batch first
+  an encoding step (first order, on the mixture with the decided rows
+  fixed: undecided edges keep learning) then a weight step; the weight
+  optimizer starts afresh (no momentum carried from the search) at
+  `lr_factor` x the search's weight lr (DARTS-PT: lr / 10), cosine-annealed
+  per step to the search's `weight_lr_min` over the tuning;
+- the last round is the last epoch: it decides, and nothing is tuned after
+  it, since the supernet's weights are not used afterwards (the reference
+  tunes one more epoch). Selection epochs = (rounds - 1) x tune_epochs + 1.
 
 Choices left open: undecided edges mix with the encodings' probabilities
-(softmax, or the Dirichlet mean for DrNAS; GDAS's supernet, trained on one-hot
-samples, is then read as a mixture too); tuning trains the weights only, at a
-constant `lr_factor` x the search's initial weight lr; a node's topology is
-decided in one go (its deletions back to back) and tuned once afterwards.
+(softmax, or the Dirichlet mean for DrNAS; GDAS's supernet, trained on
+one-hot samples, is then read as a mixture too); the encoding step during
+tuning is the algorithm's relaxation (`mix`) with the decided rows replaced,
+a plain cross-entropy step (no second-order or KL terms); a node's topology
+is decided in one go (its deletions back to back).
 """
 
 from __future__ import annotations
@@ -24,24 +38,38 @@ import random
 
 import torch
 
+from raysearch.training import scheduled_lr
 
 SELECTIONS = ("magnitude", "perturbation")
 
 
-def plan(space, seed: int) -> list[tuple[str, tuple]]:
-    """The perturbation decisions in order: every row's op in random order, then every node whose
-    topology is open, in random order."""
+def plan(space, seed: int) -> list[tuple[tuple[str, tuple], ...]]:
+    """The perturbation rounds in order, each a tuple of decisions made together: first the op of one
+    row of every encoding (each encoding's rows in its own random order), then one open node of every
+    encoding, in random order."""
     rng = random.Random(f"perturbation-{seed}")
-    ops = [(name, row) for name, (rows, _) in space.encodings.items() for row in range(len(rows))]
-    groups = [group for group in space.node_groups() if len(group[1]) > group[2]]
-    rng.shuffle(ops)
-    rng.shuffle(groups)
-    return [("op", item) for item in ops] + [("node", group) for group in groups]
+    ops, nodes = [], []
+    for name, (rows, _) in space.encodings.items():
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        ops.append([("op", (name, row)) for row in order])
+        groups = [("node", group) for group in space.node_groups() if group[0] == name and len(group[1]) > group[2]]
+        rng.shuffle(groups)
+        nodes.append(groups)
+    return _zip_rounds(ops) + _zip_rounds(nodes)
+
+
+def _zip_rounds(per_encoding: list[list]) -> list[tuple]:
+    """Round i holds the i-th decision of every encoding that has one."""
+    longest = max((len(d) for d in per_encoding), default=0)
+    return [tuple(d[i] for d in per_encoding if i < len(d)) for i in range(longest)]
 
 
 def selection_epochs(space, options) -> int:
     """Epochs a selection adds after the search epochs."""
-    return len(plan(space, 0)) * options.tune_epochs if options.selection == "perturbation" else 0
+    if options.selection != "perturbation":
+        return 0
+    return (len(plan(space, 0)) - 1) * options.tune_epochs + 1
 
 
 class Perturbation:
@@ -53,15 +81,15 @@ class Perturbation:
         shapes = algorithm.space.encoding_shapes()
         self.override = {name: torch.zeros(shape) for name, shape in shapes.items()}
         self.fixed = {name: torch.zeros(shape[0], dtype=torch.bool) for name, shape in shapes.items()}
-        self.made = 0  # decisions taken
+        self.made = 0  # rounds decided
         self.epochs_done = 0
 
     @property
     def epochs(self) -> int:
-        return len(self.plan) * self.tune_epochs
+        return (len(self.plan) - 1) * self.tune_epochs + 1
 
     def weights(self, probabilities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The probabilities with every decided row replaced by its decision."""
+        """The probabilities with every decided row replaced by its decision (differentiable in the rest)."""
         return {name: torch.where(self.fixed[name].to(p.device).unsqueeze(1), self.override[name].to(p.device), p)
                 for name, p in probabilities.items()}
 
@@ -70,53 +98,76 @@ class Perturbation:
         weights = {name: w.to(device) for name, w in weights.items()}
         return self.algorithm.dist.evaluate(lambda x: net(x, weights), *val, device)[1]  # global over ranks
 
-    def _decide(self, val) -> float:
-        kind, item = self.plan[self.made]
-        current = self.weights(self.algorithm.probabilities())
+    def _decide_op(self, name: str, row: int, current: dict, val) -> None:
         space = self.algorithm.space
-        if kind == "op":
-            name, row = item
-            # ops the supernet still mixes on this row (progressive DrNAS pruned the others to weight 0)
-            candidates = [k for k, op in enumerate(space.encodings[name][1])
-                          if op not in space.excluded_ops and current[name][row, k] > 0]
+        # ops the supernet still mixes on this row (progressive DrNAS pruned the others to weight 0)
+        candidates = [k for k, op in enumerate(space.encodings[name][1])
+                      if op not in space.excluded_ops and current[name][row, k] > 0]
+        scores = []
+        for k in candidates:
+            trial = {n: w.clone() for n, w in current.items()}
+            trial[name][row, k] = 0.0
+            scores.append(self._accuracy(trial, val))
+        keep = candidates[min(range(len(candidates)), key=scores.__getitem__)]  # removal hurts most
+        self.override[name][row] = torch.nn.functional.one_hot(torch.tensor(keep), len(self.override[name][row]))
+        self.fixed[name][row] = True
+
+    def _decide_node(self, name: str, rows: tuple, keep: int, current: dict, val) -> None:
+        remaining = list(rows)
+        while len(remaining) > keep:
             scores = []
-            for k in candidates:
+            for row in remaining:
                 trial = {n: w.clone() for n, w in current.items()}
-                trial[name][row, k] = 0.0
+                trial[name][row] = 0.0
                 scores.append(self._accuracy(trial, val))
-            keep = candidates[min(range(len(candidates)), key=scores.__getitem__)]  # removal hurts most
-            self.override[name][row] = torch.nn.functional.one_hot(torch.tensor(keep), len(self.override[name][row]))
-            self.fixed[name][row] = True
-        else:
-            name, rows, keep = item
-            remaining = list(rows)
-            while len(remaining) > keep:
-                scores = []
-                for row in remaining:
-                    trial = {n: w.clone() for n, w in current.items()}
-                    trial[name][row] = 0.0
-                    scores.append(self._accuracy(trial, val))
-                drop = remaining.pop(max(range(len(remaining)), key=scores.__getitem__))  # removal hurts least
-                self.override[name][drop] = 0.0
-                self.fixed[name][drop] = True
-                current[name][drop] = 0.0
+            drop = remaining.pop(max(range(len(remaining)), key=scores.__getitem__))  # removal hurts least
+            self.override[name][drop] = 0.0
+            self.fixed[name][drop] = True
+            current[name][drop] = 0.0
+
+    def _decide(self, val) -> float:
+        """The next round: each of its decisions measured on the supernet as the round's earlier ones left it."""
+        for kind, item in self.plan[self.made]:
+            current = self.weights(self.algorithm.probabilities())
+            if kind == "op":
+                self._decide_op(*item, current, val)
+            else:
+                self._decide_node(*item, current, val)
         self.made += 1
         return self._accuracy(self.weights(self.algorithm.probabilities()), val)
 
-    def run_epoch(self, train_stream, val) -> dict[str, float]:
-        """One tuning epoch, preceded by the next decision when its turn has come."""
+    def _encoding_step(self, val_batch) -> None:
+        """First order, on the algorithm's relaxation with the decided rows fixed: undecided rows learn."""
+        a = self.algorithm
+        weights, _ = a.mix()
+        loss, _ = a._loss(val_batch, self.weights(weights), None)
+        _, grads = a.synced(loss, torch.autograd.grad(loss, list(a.alpha.values())), "validation loss")
+        a.encoding_optimizer.zero_grad(set_to_none=True)
+        for alpha, grad in zip(a.alpha.values(), grads):
+            alpha.grad = grad
+        a.encoding_optimizer.step()
+
+    def run_epoch(self, train_stream, val, val_stream) -> dict[str, float]:
+        """The next round when its turn has come, then one tuning epoch (none after the last round)."""
         metrics = {}
         if self.epochs_done % self.tune_epochs == 0:
             metrics["selection_val_acc"] = self._decide(val)
-        lr = self.lr_factor * self.algorithm.options.weight_lr
+        a, batches = self.algorithm, train_stream.batches_per_pass
+        tuning = self.epochs_done < self.epochs - 1
+        if self.epochs_done == 0:
+            a.weight_optimizer.state.clear()  # a fresh weight optimizer, as the reference's projection starts
         sums: dict[str, float] = {}
-        for _ in range(train_stream.batches_per_pass):
-            batch = tuple(t.to(self.algorithm.device) for t in next(train_stream))
-            weights = self.weights(self.algorithm.probabilities())
-            for key, value in self.algorithm.weight_step(batch, (weights, None), lr).items():
+        total = (self.epochs - 1) * batches
+        for b in range(batches if tuning else 0):
+            batch = tuple(t.to(a.device) for t in next(train_stream))
+            self._encoding_step(tuple(t.to(a.device) for t in next(val_stream)))
+            lr = scheduled_lr(self.lr_factor * a.options.weight_lr, self.epochs_done * batches + b, total, "cosine",
+                              floor=min(a.options.weight_lr_min, self.lr_factor * a.options.weight_lr))
+            weights = self.weights(a.probabilities())
+            for key, value in a.weight_step(batch, (weights, None), lr).items():
                 sums[key] = sums.get(key, 0.0) + value
         self.epochs_done += 1
-        metrics.update({k: v / train_stream.batches_per_pass for k, v in sums.items()})
+        metrics.update({k: v / batches for k, v in sums.items()})
         metrics["decided"] = float(self.made)
         return metrics
 

@@ -42,8 +42,8 @@ class SupernetConfig:
     arch_weight_decay: float = spec(1e-3, ge=0.0)  # Adam (L2) weight decay of the encodings
     arch_init_std: float = spec(1e-3, ge=0.0)  # encodings start as this x N(0, 1)
     selection: str = spec("magnitude", choices=SELECTIONS)  # final architecture: derivation rule or DARTS-PT
-    tune_epochs: int = spec(5, ge=1)  # perturbation: supernet tuning epochs after each decision (DARTS-PT: 5)
-    tune_lr_factor: float = spec(0.1, gt=0.0)  # perturbation: tuning lr = this x weight_lr (DARTS-PT: lr/10)
+    tune_epochs: int = spec(5, ge=1)  # perturbation: supernet tuning epochs between decision rounds (DARTS-PT: 5)
+    tune_lr_factor: float = spec(0.1, gt=0.0)  # perturbation: tuning lr from this x weight_lr (DARTS-PT: lr/10)
 
 
 class SupernetSearch(SearchAlgorithm):
