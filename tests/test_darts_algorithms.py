@@ -168,3 +168,22 @@ def test_gdas_computes_exactly_one_op_per_edge_in_each_forward(space_name, digit
     for enc, row, _ in algo.net.edges():
         edges_per_row[enc, row] = edges_per_row.get((enc, row), 0) + 1
     assert all(per_edge.get(key, 0) == 2 * n for key, n in edges_per_row.items())
+
+
+def test_gdas_weights_of_unsampled_ops_still_decay_and_follow_their_momentum(digits):
+    """As AutoHAS, and as GDAS's reference did (its PyTorch zeroed gradients rather than dropping them):
+    every weight takes the optimizer's step every step, whether its op was sampled or not."""
+    algo = _build("gdas")
+    train = _batch(digits, 0)
+    algo.weight_step(train)
+    mix, active = algo.weight_mix()
+    before = {n: p.detach().clone() for n, p in algo.net.named_parameters()}
+    loss, _ = algo._loss(train, mix, active)
+    sampled = {n for (n, p), g in zip(algo.net.named_parameters(),
+                                      torch.autograd.grad(loss, list(algo.net.parameters()), allow_unused=True))
+               if g is not None}
+    algo.weight_step(train, (mix, active))  # the sample whose gradients were just looked at
+    unsampled = [n for n in before if n not in sampled]
+    assert unsampled, "every op was sampled: nothing to check"
+    moved = [n for n in unsampled if not torch.equal(before[n], dict(algo.net.named_parameters())[n].detach())]
+    assert moved == unsampled

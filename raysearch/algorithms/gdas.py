@@ -5,7 +5,10 @@ validation batch, each with its own sample (one sample per forward pass,
 shared by all cells). tau falls linearly per epoch from `tau_max` to
 `tau_min`: tau_e = tau_max - (tau_max - tau_min) e / (E - 1). Derivation:
 argmax per edge (the space's rule). NB201 defaults of the paper: weight
-decay 5e-4 and Nesterov momentum (the rest as DARTS).
+decay 5e-4 and Nesterov momentum (the rest as DARTS). The weights of the
+ops a step did not sample take a zero-gradient step (weight decay and
+momentum), as in the reference, whose PyTorch zeroed gradients instead of
+dropping them, and as in AutoHAS.
 """
 
 from __future__ import annotations

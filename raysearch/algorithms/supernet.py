@@ -148,11 +148,17 @@ class SupernetSearch(SearchAlgorithm):
         loss, logits = self._loss(train, *(mix or self.weight_mix()))
         self.weight_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        # Ops a hard sample skipped have no gradient on any rank: SGD leaves them alone, as in one process.
+        # Ops a hard sample skipped (GDAS) have no gradient, the same ones on every rank: only the others
+        # are averaged. They then get a zero gradient, so that SGD still decays them and moves them by
+        # their momentum, as GDAS's reference did (its PyTorch zeroed gradients instead of dropping them)
+        # and as AutoHAS does: every weight follows the optimizer every step, sampled or not.
         params = [p for p in self.net.parameters() if p.grad is not None]
         _, grads = self.synced(loss, [p.grad for p in params], "training loss")
         for p, g in zip(params, grads):
             p.grad = g
+        for p in self.net.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.options.grad_clip)
         self.weight_optimizer.step()
         return _metrics("train", loss, logits, train[1])
