@@ -21,8 +21,7 @@ from raysearch.baselines import BASELINES
 from raysearch.baselines.sweep import EpochBudget
 from raysearch.config import ConfigError, from_dict, load_config
 from tests.conftest import TINY
-from tests.test_config import ROOT
-from tests.test_run import KillOnce
+from tests.helpers import ROOT, KillOnce
 
 # Sequential trials so the order of results, and with it every model-based suggestion, is reproducible.
 # No gradient clipping and lr up to 1e6: configurations with lr above ~100 tend to diverge (NaN) in their

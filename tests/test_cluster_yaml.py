@@ -20,7 +20,8 @@ import pytest
 import ray
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 # Instance families with NVIDIA GPUs (g: graphics/inference, p: training).
 GPU_FAMILIES = re.compile(r"(g4dn|g5|g5g|g6|g6e|gr6|p3|p3dn|p4d|p4de|p5|p5e|p5en)\.")
 

@@ -1,13 +1,12 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from raysearch.config import ConfigError, load_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "configs" / "autohas_nb201_digits.yaml"
 
 

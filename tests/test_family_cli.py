@@ -1,14 +1,13 @@
 """A DARTS-family search with perturbation selection, end to end through the CLI, Tune and MLflow."""
 
 import json
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
-from tests.test_run import _cli
+from tests.helpers import ROOT
+from tests.helpers import cli as _cli
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_drnas_with_perturbation_selection_through_the_cli(tmp_path):

@@ -25,7 +25,7 @@ import raysearch
 from raysearch.config import from_dict
 from tests.conftest import TINY
 
-pytestmark = pytest.mark.slow  # each test: sharded searches and a restart, ~3 minutes on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # each: sharded searches and a restart, ~3 min
 
 EPOCHS = 4
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +14,8 @@ from raysearch.cli import main
 from raysearch.config import ConfigError, load_config
 from raysearch.preflight import ClusterView, NodeType, check_cluster, check_config, check_resources
 from tests.conftest import tiny_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "autohas_nb201_digits.yaml")
 BASELINE = str(ROOT / "configs" / "random_nb201_digits.yaml")
 GB = 1e9

@@ -16,7 +16,8 @@ from ray import tune
 import raysearch
 from raysearch.search import SearchLoop
 from tests.conftest import TINY, tiny_config
-from tests.test_tracking import _closed_port
+from tests.helpers import KillOnce, free_port
+from tests.helpers import cli as _cli
 
 SUMMARY_KEYS = {"experiment", "algorithm", "space", "dataset", "genotype", "hparams", "search_seconds",
                 "retrain_seconds", "val_accuracy", "test_accuracy", "mlflow_experiment_id", "mlflow_parent_run_id"}
@@ -57,26 +58,11 @@ def test_unreachable_tracking_uri_does_not_fail_the_run(tmp_path, ray_session):
     config = tiny_config(retrain={"enabled": False}, tracking={"timeout_s": 1, "retries": 0})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        summary = raysearch.run(config, output_dir=tmp_path, tracking_uri=f"http://127.0.0.1:{_closed_port()}")
+        summary = raysearch.run(config, output_dir=tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")
     assert any("MLflow tracking" in str(w.message) for w in caught)
     assert summary.mlflow_parent_run_id is None
     assert json.loads((tmp_path / "summary.json").read_text())["genotype"] == summary.genotype
     assert (tmp_path / "results.parquet").exists()
-
-
-class KillOnce(tune.Callback):
-    """SIGKILLs the trial's process once Tune has registered its checkpoint of epoch `at` (once)."""
-
-    def __init__(self, at: int, marker):
-        self.at, self.marker, self.pid, self.epoch = at, str(marker), None, None
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.pid, self.epoch = result["pid"], result["training_iteration"]
-
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        if self.epoch == self.at and not os.path.exists(self.marker):
-            open(self.marker, "w").close()
-            os.kill(self.pid, signal.SIGKILL)
 
 
 def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, digits):
@@ -117,12 +103,6 @@ def test_diverging_search_fails_with_its_reason(tmp_path, ray_session):
         raysearch.run(config, output_dir=tmp_path)
     row = pq.read_table(tmp_path / "results.parquet").to_pylist()[0]
     assert row["status"] == "ERROR" and "diverged" in row["error"]
-
-
-def _cli(*args, cwd):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "raysearch.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600, stdin=subprocess.DEVNULL)
 
 
 def test_cli_run_end_to_end(tmp_path):
@@ -223,7 +203,7 @@ def test_cli_errors_for_unreachable_ray_address_and_missing_run(tmp_path):
     import yaml
 
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    proc = _cli("run", "tiny.yaml", "--address", f"127.0.0.1:{_closed_port()}", "--output-dir", "out", cwd=tmp_path)
+    proc = _cli("run", "tiny.yaml", "--address", f"127.0.0.1:{free_port()}", "--output-dir", "out", cwd=tmp_path)
     assert proc.returncode == 2 and "cannot connect to the Ray cluster" in proc.stderr, proc.stderr[-2000:]
     missing = _cli("resume", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "holds no raysearch run" in missing.stderr

@@ -9,7 +9,6 @@ other code paths (second order, progressive stages, perturbation selection).
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from raysearch.distributed import LOCAL, SyncBatchNorm2d, TorchDistributed
 from raysearch.search import SearchLoop
 from raysearch.spaces import DataShape
 from tests.conftest import TINY
+from tests.helpers import free_port
 
 BATCH, EPOCHS = 16, 2
 CASES = {
@@ -104,17 +104,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Every case run once by two gloo ranks: [rank 0 results, rank 1 results]."""
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 

@@ -25,8 +25,8 @@ from raysearch.config import SWEEP_ALGORITHMS, ConfigError, from_dict, load_conf
 from raysearch.meta_sweep import SWEEPERS, MetaSpace, concurrency, max_epochs
 from raysearch.search import SearchLoop
 from tests.conftest import TINY
-from tests.test_config import ROOT
-from tests.test_run import _cli
+from tests.helpers import ROOT
+from tests.helpers import cli as _cli
 
 EPOCHS = 3
 PARAMS = {

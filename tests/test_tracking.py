@@ -5,6 +5,7 @@ import warnings
 from mlflow.tracking import MlflowClient
 
 from raysearch.tracking import Tracker, flatten
+from tests.helpers import free_port
 
 
 def test_flatten_dotted_strings_and_drops_long_values():
@@ -35,14 +36,8 @@ def test_parent_and_child_runs_in_a_local_store(tmp_path):
     assert client.get_run(tracker.parent_run_id).info.status == "FINISHED"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_server_warns_once_and_turns_tracking_off():
-    tracker = Tracker(f"http://127.0.0.1:{_closed_port()}", "exp", timeout_s=1, retries=0)
+    tracker = Tracker(f"http://127.0.0.1:{free_port()}", "exp", timeout_s=1, retries=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tracker.start("parent", {})

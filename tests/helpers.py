@@ -1,0 +1,43 @@
+"""Helpers several test modules share (fixtures and small configs are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from ray import tune
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound once, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args, cwd):
+    """`raysearch ARGS` in a subprocess, with no standard input, bounded in time."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "raysearch.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600, stdin=subprocess.DEVNULL)
+
+
+class KillOnce(tune.Callback):
+    """SIGKILLs the trial's process once Tune has registered its checkpoint of epoch `at` (once)."""
+
+    def __init__(self, at: int, marker):
+        self.at, self.marker, self.pid, self.epoch = at, str(marker), None, None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.pid, self.epoch = result["pid"], result["training_iteration"]
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        if self.epoch == self.at and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(self.pid, signal.SIGKILL)
