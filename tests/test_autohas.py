@@ -67,6 +67,36 @@ def test_weight_step_is_torch_sgd_and_validation_sees_the_updated_weights(nester
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
+def test_algorithm_1_order_steps_first_and_validates_one_step_further(nesterov):
+    """`w_prime: updated`: the weights take torch SGD's step first, and W' is the step after it (a second
+    training gradient at the updated weights, on the same batch)."""
+    options = AutoHASConfig(lr_multipliers=(1.0,), wd_multipliers=(1.0,), w_prime="updated")
+    algo = _toy(options, lr=0.05, weight_decay=0.1, momentum=0.9, nesterov=nesterov)
+    reference = copy.deepcopy(algo.net)
+    sgd = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=nesterov)
+    gen = torch.Generator().manual_seed(0)
+    ones = {"arch": torch.ones(1, 1)}
+    for _ in range(3):
+        train = quadratic_batch(DIM, 1.0, torch.randn(DIM, generator=gen), gen)
+        val = quadratic_batch(DIM, 1.0, torch.randn(DIM, generator=gen), gen)
+        metrics = algo.step(train, val)
+        for _ in range(2):  # the step the weights take, then the look-ahead step W' is
+            sgd.zero_grad()
+            torch.nn.functional.cross_entropy(reference(train[0], ones), train[1]).backward()
+            state = copy.deepcopy(sgd.state_dict())
+            sgd.step()
+            if _ == 0:
+                assert torch.allclose(algo.net.w, reference.w, atol=1e-6)
+                after = reference.w.detach().clone()
+        val_loss = torch.nn.functional.cross_entropy(reference(val[0], ones), val[1]).item()
+        assert metrics["val_loss"] == pytest.approx(val_loss, rel=1e-5)
+        with torch.no_grad():
+            reference.w.copy_(after)  # undo the look-ahead: its momentum too
+        sgd.load_state_dict(state)
+    assert AutoHASConfig().w_prime == "current"
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
 def test_encoding_gradients_equal_those_through_explicit_per_basis_weight_copies(nesterov):
     """The linear W' = W - a u - a b v gives the gradients of W' = sum_ij P_i P_j f_{B_ij}(W)."""
     from torch.func import functional_call

@@ -14,6 +14,13 @@ One step:
      sum P_o P_i P_j f_{o,B_ij}(W) without one weight copy per basis value:
      memory does not grow with the number of basis values;
   4. apply the sampled optimizer's step to W (the forward value of W').
+`w_prime: current` (the default) is this order: W' is the mixture of the
+steps from W_t with this step's gradient g, so its forward value is exactly
+the step the weights then take, and a step costs one training forward and
+backward. Algorithm 1 updates W first and writes W' from the updated
+weights: `w_prime: updated` takes the sampled step first, then a second
+training gradient at W_{t+1} on the same batch (one more forward and
+backward) and W' = W_{t+1} - sum_o P_o a_o (u_o + b v_o) from it.
 Derivation (Eq. 10): argmax for the architecture and the optimizer; a
 continuous HP is the softmax-weighted sum of its basis values, without noise.
 The lr multiplier is derived at every step; times the derived optimizer's
@@ -51,6 +58,9 @@ MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 HP_ENCODINGS = ("lr", "wd", "optimizer")
 
 
+W_PRIME = ("current", "updated")  # where the encoding step's W' starts: see the module docstring
+
+
 @dataclass(frozen=True)
 class AutoHASConfig:
     tau: float = spec(10.0, gt=0.0)  # Gumbel softmax temperature (the forward is hard: it scales gradients)
@@ -63,6 +73,7 @@ class AutoHASConfig:
     search_arch: bool = True  # false: HP-only ablation on the fixed `genotype`
     search_hparams: bool = True  # false: architecture-only ablation under the training section's HPs
     genotype: str | None = None  # the architecture of an HP-only search, in the space's string format
+    w_prime: str = spec("current", choices=W_PRIME)  # current: W' from this step's g (cheaper); updated: Alg. 1
 
     def check(self, search) -> None:
         bad = [o for o in self.optimizers if o not in OPTIMIZERS]
@@ -132,16 +143,9 @@ class AutoHAS(SearchAlgorithm):
         return (lr_p * self.lr_mult).sum(), (wd_p * self.wd_basis).sum(), opt_p, int(index)
 
     # -- the step -------------------------------------------------------------
-    def step(self, train_batch, val_batch) -> dict[str, float]:
-        x, y = (t.to(self.device) for t in train_batch)
-        xv, yv = (t.to(self.device) for t in val_batch)
-        # (1) one sample of every encoding, shared by all cells and both halves of the step
-        arch_w, active = self._sample_arch()
-        factor, b, opt_p, chosen = self._sample_hparams()
-        base = [scheduled_lr(lr, self.steps, self.total_steps, self.training.lr_schedule, self.warmup_steps)
-                for lr in self.base_lrs]
-
-        # (2) training gradient of the sampled architecture
+    def _training_gradients(self, x, y, arch_w, active) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """(loss, logits, g): the sampled architecture's training gradient at the current W, global over
+        ranks and clipped."""
         logits = self.net(x, {k: w.detach() for k, w in arch_w.items()}, active)
         loss = F.cross_entropy(logits, y)
         # Unsampled ops get no gradient: zeros, so their weights still decay and keep momentum.
@@ -151,6 +155,33 @@ class AutoHAS(SearchAlgorithm):
             norm = torch.nn.utils.get_total_norm(grads)
             scale = (self.training.grad_clip / (norm + 1e-6)).clamp(max=1.0)
             grads = [g * scale for g in grads]
+        return loss, logits, grads
+
+    def _weight_step(self, grads, chosen: int, lr: float, wd: float, parts=None) -> None:
+        """The sampled optimizer's step, in place: W <- W - lr (u + wd v) with its step `parts` (u, v) at W
+        (computed if not given); states follow g first (at W)."""
+        parts = parts or self.rules[chosen].parts(self.weights, grads)
+        for rule in self.rules:
+            rule.advance(self.weights, grads, wd)
+        with torch.no_grad():
+            for w, ui, vi in zip(self.weights, *parts):
+                w.sub_(lr * (ui + wd * vi))
+
+    def step(self, train_batch, val_batch) -> dict[str, float]:
+        x, y = (t.to(self.device) for t in train_batch)
+        xv, yv = (t.to(self.device) for t in val_batch)
+        # (1) one sample of every encoding, shared by all cells and both halves of the step
+        arch_w, active = self._sample_arch()
+        factor, b, opt_p, chosen = self._sample_hparams()
+        base = [scheduled_lr(lr, self.steps, self.total_steps, self.training.lr_schedule, self.warmup_steps)
+                for lr in self.base_lrs]
+        lr, wd = base[chosen] * factor.item(), b.item()
+
+        # (2) training gradient of the sampled architecture
+        loss, logits, grads = self._training_gradients(x, y, arch_w, active)
+        if self.options.w_prime == "updated":  # Algorithm 1's order: the step first, W' one step past it
+            self._weight_step(grads, chosen, lr, wd)
+            grads = self._training_gradients(x, y, arch_w, active)[2]
         parts = [rule.parts(self.weights, grads) for rule in self.rules]
 
         # (3) encoding step through W' = W - sum_o P_o a_o (u_o + b v_o)
@@ -169,14 +200,9 @@ class AutoHAS(SearchAlgorithm):
             e.grad = g
         self.encoding_optimizer.step()
 
-        # (4) the sampled optimizer's step, in place: W <- W - lr (u + wd v); states follow g first (at W)
-        lr, wd = base[chosen] * factor.item(), b.item()
-        for rule in self.rules:
-            rule.advance(self.weights, grads, wd)
-        u, v = parts[chosen]
-        with torch.no_grad():
-            for w, ui, vi in zip(self.weights, u, v):
-                w.sub_(lr * (ui + wd * vi))
+        # (4) the sampled optimizer's step from W (the forward value of W'), unless it came first
+        if self.options.w_prime == "current":
+            self._weight_step(grads, chosen, lr, wd, parts[chosen])
 
         self.lr_factors.append(self._derived_hparams()[0])  # Eq. 10 with the encodings just updated
         self.steps += 1
