@@ -8,55 +8,34 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from raysearch.algorithms import ALGORITHMS
+from raysearch.baselines import BASELINES
+from raysearch.data import DataConfig
+from raysearch.distributed import BATCH_NORMS
+from raysearch.schema import ConfigError, build, build_named, spec
+from raysearch.spaces import SPACES
+from raysearch.training import TrainingConfig
 
-class ConfigError(ValueError):
-    """An invalid configuration; the message starts with the dotted field name."""
+__all__ = ["ConfigError", "DataConfig", "ExperimentConfig", "TrainingConfig", "from_dict", "load_config", "spec"]
 
-
-def spec(default, *, ge=None, gt=None, le=None, lt=None, choices=None, length=None):
-    """A dataclass field with its accepted range, choices or list length, checked at load time."""
-    checks = {k: v for k, v in dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, length=length).items()
-              if v is not None}
-    if isinstance(default, (list, dict)):
-        raise TypeError("use tuples for sequence defaults (configs are frozen)")
-    return field(default=default, metadata=checks)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: str = spec("digits", choices="datasets")  # name in raysearch.data.DATASETS
-    root: str | None = None  # local directory with the dataset's files (digits needs none)
-    val_fraction: float = spec(0.1, gt=0.0, lt=1.0)  # share of the search pool kept as search-val (CIFAR: 45k/5k)
-    test_fraction: float = spec(0.2, gt=0.0, lt=1.0)  # share carved off as test when the dataset has no test set
-    split_seed: int = spec(0, ge=0)  # seed of the fixed split (kept apart from the search seed)
+# search.algorithm name -> the dataclass of its own options: differentiable searches and baselines share it
+SEARCH_OPTIONS = {**{name: entry.config_type for name, entry in ALGORITHMS.items()},
+                  **{name: entry.config_type for name, entry in BASELINES.items()}}
+SPACE_OPTIONS = {name: entry.config_type for name, entry in SPACES.items()}
 
 
 @dataclass(frozen=True)
 class SpaceConfig:
     """The space's name; its own options (widths, depths) sit beside it in YAML."""
 
-    name: str = spec("nb201", choices="spaces")  # name in raysearch.spaces.SPACES
+    name: str = spec("nb201", choices=SPACES)  # name in raysearch.spaces.SPACES
     options: typing.Any = None  # the space's config dataclass, built from the remaining keys
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """The baseline training recipe: its HPs are the defaults a search scales, and retraining uses it."""
-
-    lr: float = spec(0.1, gt=0.0)  # initial SGD learning rate
-    lr_schedule: str = spec("cosine", choices=("cosine", "constant"))  # decay of lr over all steps
-    warmup_epochs: int = spec(0, ge=0)  # linear lr warm-up before the schedule, in every search and retraining
-    weight_decay: float = spec(5e-4, ge=0.0)  # L2 penalty coefficient
-    momentum: float = spec(0.9, ge=0.0, lt=1.0)  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum
-    grad_clip: float | None = spec(5.0, gt=0.0)  # max gradient norm, or null for no clipping
 
 
 @dataclass(frozen=True)
@@ -65,7 +44,7 @@ class RetrainConfig:
     epochs: int | None = spec(None, ge=1)  # retraining epochs; null = search.epochs
 
 
-BATCH_NORMS = ("per_shard", "synchronized")  # a sharded supernet's batch statistics (raysearch.distributed)
+
 
 
 @dataclass(frozen=True)
@@ -94,7 +73,7 @@ class TrackingConfig:
 class SearchConfig:
     """Common search fields; the algorithm's own options sit beside them in YAML."""
 
-    algorithm: str = spec("autohas", choices="algorithms")  # a search in ALGORITHMS or a baseline in BASELINES
+    algorithm: str = spec("autohas", choices=SEARCH_OPTIONS)  # a search in ALGORITHMS or a baseline in BASELINES
     epochs: int = spec(30, ge=1)  # search epochs (passes over search-train); baselines: epochs per trial
     batch_size: int = spec(64, ge=1)  # mini-batch size for search and retraining
     options: typing.Any = None  # the algorithm's config dataclass, built from the remaining keys
@@ -188,142 +167,13 @@ def _lists(value):
     return value
 
 
-def _registry_names(kind: str):
-    # Imported lazily: the registries import torch, the schema does not need to.
-    if kind == "datasets":
-        from raysearch.data import DATASETS as reg
-    elif kind == "spaces":
-        from raysearch.spaces import SPACES as reg
-    elif kind == "proxies":
-        from raysearch.proxies import PROXIES as reg
-    else:  # "algorithms": differentiable searches and black-box baselines share `search.algorithm`
-        return sorted(_search_options())
-    return sorted(reg)
-
-
-def _space_options() -> dict[str, type]:
-    from raysearch.spaces import SPACES
-
-    return {name: entry.config_type for name, entry in SPACES.items()}
-
-
-def _search_options() -> dict[str, type]:
-    """search.algorithm name -> the dataclass of its own options."""
-    from raysearch.algorithms import ALGORITHMS
-    from raysearch.baselines import BASELINES
-
-    return {**{name: entry.config_type for name, entry in ALGORITHMS.items()},
-            **{name: entry.config_type for name, entry in BASELINES.items()}}
-
-
-def _describe(tp) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _coerce(value, tp, path: str):
-    """Value converted to type hint `tp`, or a ConfigError naming `path`."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], path)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{path}: expected a non-empty list, got {value!r}")
-        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, path)
-    raise TypeError(f"unsupported config type {tp!r} at {path}")
-
-
-def _check(value, checks: dict, path: str):
-    if value is None:
-        return
-    choices = checks.get("choices")
-    if isinstance(choices, str):
-        choices = _registry_names(choices)
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{path}: {value!r} is not one of: {', '.join(map(str, choices))}")
-    if "length" in checks and len(value) != checks["length"]:
-        raise ConfigError(f"{path}: expected {checks['length']} values, got {len(value)}")
-    items = value if isinstance(value, tuple) else (value,)
-    for v in items:
-        for op, bound, ok in (("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
-                              ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)):
-            if op in checks and not ok(v, checks[op]):
-                raise ConfigError(f"{path}: must be {bound} {checks[op]}, got {v!r}")
-
-
-def build(cls, data, path: str = ""):
-    """Instance of dataclass `cls` from a mapping, validating names, types and ranges."""
-    prefix = f"{path}." if path else ""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "options"}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; accepted: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, f in fields.items():
-        if name in data:
-            values[name] = _coerce(data[name], hints[name], prefix + name)
-            _check(values[name], f.metadata, prefix + name)
-        elif f.default is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}{name}: required field is missing")
-    return cls(**values)
-
-
-def _build_named(cls, key: str, option_types, data, path: str):
-    """A section whose `key` field names an entry with its own options: the common fields of `cls`,
-    then the entry's options dataclass from the remaining keys (e.g. search.algorithm, space.name)."""
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {data!r}")
-    data = dict(data or {})
-    common = {k: data.pop(k) for k in [f.name for f in dataclasses.fields(cls)] if k in data}
-    if "options" in common:
-        raise ConfigError(f"{path}.options: unknown field; put the options directly under {path}")
-    base = build(cls, common, path)
-    option_type = option_types()[getattr(base, key)]
-    try:
-        options = build(option_type, data, path)
-        if hasattr(options, "check"):  # checks that span the common fields and the options
-            options.check(base)
-    except ConfigError as err:
-        if "unknown field" in str(err):
-            common_names = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
-            accepted = common_names + [f.name for f in dataclasses.fields(option_type)]
-            raise ConfigError(str(err).split(";")[0] + f"; accepted: {', '.join(accepted)}") from None
-        raise
-    return dataclasses.replace(base, options=options)
-
-
 def from_dict(data) -> ExperimentConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)
     sweep = data.pop("sweep", None)
-    space = _build_named(SpaceConfig, "name", _space_options, data.pop("space", None), "space")
-    search = _build_named(SearchConfig, "algorithm", _search_options, data.pop("search", None), "search")
+    space = build_named(SpaceConfig, "name", SPACE_OPTIONS, data.pop("space", None), "space")
+    search = build_named(SearchConfig, "algorithm", SEARCH_OPTIONS, data.pop("search", None), "search")
     if hasattr(search.options, "check_space"):  # what an algorithm needs of the space (at load, not trial start)
         search.options.check_space(space)
     config = dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
@@ -386,8 +236,6 @@ _MAX_COMBINATIONS = 256  # beyond this many, bounds are checked one field at a t
 
 
 def _build_sweep(data, config: ExperimentConfig) -> SweepConfig:
-    from raysearch.algorithms import ALGORITHMS
-
     if not isinstance(data, dict):
         raise ConfigError(f"sweep: expected a mapping with params, algorithm, num_samples, ...; got {data!r}")
     if config.search.algorithm not in ALGORITHMS:
@@ -447,8 +295,6 @@ def _check_workers(config: ExperimentConfig) -> None:
     workers = config.ray.workers
     if workers == 1:
         return
-    from raysearch.algorithms import ALGORITHMS
-
     if config.search.algorithm not in ALGORITHMS:
         raise ConfigError(f"ray.workers: {workers} shards a differentiable search; a baseline "
                           f"({config.search.algorithm}) trains one configuration per trial: set 1")

@@ -26,8 +26,10 @@ import functools
 import torch
 from torch import nn
 
-from raysearch.config import BATCH_NORMS
 from raysearch.training import split_sums
+
+BATCH_NORMS = ("per_shard", "synchronized")  # a sharded supernet's batch statistics: each rank's own, or global
+
 
 class Local:
     """One process: rank 0 of 1."""

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from raysearch.algorithms import ALGORITHMS
 from raysearch.config import ConfigError, ExperimentConfig
+from raysearch.data import load_splits
+from raysearch.spaces import GenotypeError, build_space
 
 OPTIMIZER_FACTOR = 4  # bytes held per parameter byte: weights, gradients, two optimizer moments (Adam)
 MAX_MODULES = 50_000  # 10x the DARTS search supernet (8 cells: ~5k); building this many takes seconds
@@ -71,8 +74,6 @@ class SplitInfo:
 def split_info(data) -> SplitInfo:
     """Sizes of the splits `data` makes, cached."""
     # Only the sizes are kept: caching the tensors would hold a whole dataset in the driver.
-    from raysearch.data import load_splits
-
     splits = load_splits(data)
     nbytes = sum(t.numel() * t.element_size() for pair in (splits.train, splits.val, splits.test) for t in pair)
     return SplitInfo(len(splits.train[0]), len(splits.val[0]), splits.shape, nbytes)
@@ -172,8 +173,6 @@ def _measure(build, space, shape, mixed: bool, param_limit: float | None) -> tup
 
 def _uniform_genotypes(space):
     """The space's genotypes that use one op everywhere (as far as its derivation allows), one per op."""
-    from raysearch.spaces import GenotypeError
-
     width = max(len(ops) for _, ops in space.encodings.values())
     found = {}
     for k in range(width):
@@ -222,9 +221,6 @@ def estimate_step_memory(config: ExperimentConfig, param_limit: float | None = N
 
 
 def _estimate(config: ExperimentConfig, param_limit: float | None) -> StepMemory:
-    from raysearch.algorithms import ALGORITHMS
-    from raysearch.spaces import build_space
-
     info = split_info(config.data)
     batch = config.search.batch_size // config.ray.workers
     field = largest_space_field(config)

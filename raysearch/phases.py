@@ -20,10 +20,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raysearch import meta_sweep as meta
+from raysearch.baselines import BASELINES
+from raysearch.baselines.sweep import EpochBudget
 from raysearch.callbacks import (MlflowCallback, ProgressCallback, ReleaseShards, SweepProgressCallback,
                                  numeric_metrics)
 from raysearch.config import ExperimentConfig
+from raysearch.joint import JointSpace
 from raysearch.results import plot_encodings, plot_lr
+from raysearch.search import planned_epochs
+from raysearch.spaces import build_space
 from raysearch.tracking import Tracker
 from raysearch.training import DIVERGED
 
@@ -151,7 +157,6 @@ def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> N
 def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
            callbacks: list, artifacts: Path) -> Selected:
     """A differentiable search: one trial; the configuration it derives at the end."""
-    from raysearch.search import planned_epochs
     from trainables.common import read_json
     from trainables.search import DERIVED_FILE, search_trainable
 
@@ -186,10 +191,6 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     """
     from ray import tune
 
-    from raysearch.baselines import BASELINES
-    from raysearch.baselines.sweep import EpochBudget
-    from raysearch.joint import JointSpace
-    from raysearch.spaces import build_space
     from trainables.train import train_trainable
 
     options, epochs = config.search.options, config.search.epochs
@@ -227,7 +228,6 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
     """Retrain the selected configuration on search-train + search-val and test it; returns its Result."""
     from ray import tune
 
-    from raysearch.spaces import build_space
     from trainables.train import train_trainable
 
     per_step = isinstance(selected.hparams["lr"], list)
@@ -260,7 +260,6 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     """
     from ray import tune
 
-    from raysearch import meta_sweep as meta
     from trainables.common import read_json
     from trainables.search import DERIVED_FILE
     from trainables.sweep import sweep_trainable

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysearch.algorithms import ALGORITHMS
 from raysearch.config import ConfigError, ExperimentConfig
 from raysearch.memory import (OPTIMIZER_FACTOR, SplitInfo, StepMemory, estimate_step_memory, largest_space_field,
                               split_info)
@@ -57,8 +58,6 @@ def _count(x: float, what: str) -> str:
 
 def _check_batch(config: ExperimentConfig, info: SplitInfo) -> None:
     """The batch must fit every split it is drawn from (a BatchStream of fewer examples has no batch)."""
-    from raysearch.algorithms import ALGORITHMS
-
     drawn = [("search-train", info.train)]  # weights (searches), or a baseline trial's training
     if config.search.algorithm in ALGORITHMS:
         drawn.append(("search-val", info.val))  # encoding steps; a baseline evaluates val in chunks instead

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from raysearch.config import TrainingConfig
 from raysearch.data import BatchStream
-from raysearch.training import accuracy, check_finite, replay, scheduled_lr
+from raysearch.training import TrainingConfig, accuracy, check_finite, replay, scheduled_lr
 
 
 class TrainLoop:

@@ -49,10 +49,10 @@ from torch.func import functional_call
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
 from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
-from raysearch.config import ConfigError, TrainingConfig, spec
+from raysearch.schema import ConfigError, spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import entropy, gumbel_hard
-from raysearch.training import scheduled_lr
+from raysearch.training import TrainingConfig, scheduled_lr
 
 MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 HP_ENCODINGS = ("lr", "wd", "optimizer")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics
-from raysearch.config import spec
+from raysearch.schema import spec
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from raysearch.algorithms.darts import Darts, DartsConfig
-from raysearch.config import spec
+from raysearch.schema import spec
 
 
 @dataclass(frozen=True)

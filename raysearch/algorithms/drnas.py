@@ -29,7 +29,7 @@ import torch
 
 from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch, _metrics
 from raysearch.training import scheduled_lr
-from raysearch.config import ConfigError, spec
+from raysearch.schema import ConfigError, spec
 from raysearch.relax import dirichlet, dirichlet_kl_to_uniform, dirichlet_mean
 
 

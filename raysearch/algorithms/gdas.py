@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch
-from raysearch.config import spec
+from raysearch.schema import spec
 from raysearch.relax import gumbel_hard
 
 

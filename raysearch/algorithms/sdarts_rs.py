@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raysearch.algorithms.darts import Darts, DartsConfig
-from raysearch.config import spec
+from raysearch.schema import spec
 from raysearch.relax import NOISE_PROJECTIONS, uniform_perturbation
 
 

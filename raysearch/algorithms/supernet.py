@@ -23,10 +23,10 @@ import torch.nn.functional as F
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
 from raysearch.algorithms.selection import SELECTIONS, Perturbation
-from raysearch.config import TrainingConfig, spec
+from raysearch.schema import spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
-from raysearch.training import scheduled_lr
+from raysearch.training import TrainingConfig, scheduled_lr
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from raysearch.registry import Registry
-from raysearch.spaces import DataShape
+from raysearch.shapes import DataShape
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -6,9 +6,18 @@ from dataclasses import dataclass
 
 import torch
 
-from raysearch.config import DataConfig
 from raysearch.data.datasets import DATASETS, RawData
-from raysearch.spaces import DataShape
+from raysearch.schema import spec
+from raysearch.shapes import DataShape
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = spec("digits", choices=DATASETS)  # name in raysearch.data.DATASETS
+    root: str | None = None  # local directory with the dataset's files (digits needs none)
+    val_fraction: float = spec(0.1, gt=0.0, lt=1.0)  # share of the search pool kept as search-val (CIFAR: 45k/5k)
+    test_fraction: float = spec(0.2, gt=0.0, lt=1.0)  # share carved off as test when the dataset has no test set
+    split_seed: int = spec(0, ge=0)  # seed of the fixed split (kept apart from the search seed)
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,13 @@
-"""The interface every search space implements, and what a network needs to know about its data."""
+"""The interface every search space implements."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class DataShape:
-    """What a network needs to know about its inputs and outputs."""
-
-    in_channels: int  # image channels
-    image_size: int  # height == width
-    num_classes: int  # number of labels
+from raysearch.shapes import DataShape
 
 
 class GenotypeError(ValueError):

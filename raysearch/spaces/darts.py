@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from raysearch.config import spec
+from raysearch.schema import spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
 from raysearch.spaces.mixed import Edge
 from raysearch.spaces.ops import OPS, FactorizedReduce, ReLUConvBN

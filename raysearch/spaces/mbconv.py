@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raysearch.config import spec
+from raysearch.schema import spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
 from raysearch.spaces.mixed import Edge
 from raysearch.spaces.ops import MBCONV_EXPANSIONS, MBCONV_KERNELS, MBCONV_OPS, OPS, InvertedResidual, mbconv_choice

@@ -1,0 +1,14 @@
+"""What a network needs to know about its data: a leaf module, so that data and spaces share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a network needs to know about its inputs and outputs."""
+
+    in_channels: int  # image channels
+    image_size: int  # height == width
+    num_classes: int  # number of labels
