@@ -159,7 +159,7 @@ def test_meta_space_tune_and_configspace_forms():
 def test_max_epochs_covers_the_selection_epochs_a_swept_field_adds():
     data = sweep_dict(search={"algorithm": "darts", "selection": "perturbation", "tune_epochs": 1})
     data["sweep"] = {"params": {"search.tune_epochs": {"randint": [1, 2]}}}
-    assert max_epochs(from_dict(data)) == EPOCHS + 6 * 2  # NB201: 6 edges, each followed by 2 tuning epochs
+    assert max_epochs(from_dict(data)) == EPOCHS + (6 - 1) * 2 + 1  # NB201: 6 rounds, 2 tuning epochs between
 
 
 def test_concurrency_counts_a_sharded_search_s_workers_and_never_oversubscribes(monkeypatch):
