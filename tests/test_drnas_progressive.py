@@ -8,6 +8,7 @@ import torch
 
 from raysearch.algorithms import ALGORITHMS
 from raysearch.config import TrainingConfig
+from raysearch.training import scheduled_lr
 from raysearch.spaces import DataShape
 from raysearch.spaces.mixed import Edge, channel_shuffle
 from raysearch.spaces.ops import OPS
@@ -51,7 +52,7 @@ def test_a_partial_channel_edge_mixes_a_quarter_and_shuffles(stride):
     assert torch.equal(unshuffled[:, 2:], bypass)
 
 
-def test_two_stages_prune_widen_and_restart_the_optimizers(digits):
+def test_two_stages_prune_widen_and_carry_the_optimizers(digits):
     algo = _drnas()
     assert all(len(edge) == 5 and edge[2][1].in_channels == 2 for _, _, edge in algo.net.edges())  # C/4
     before = {k: a.detach().clone() for k, a in algo.alpha.items()}
@@ -59,7 +60,6 @@ def test_two_stages_prune_widen_and_restart_the_optimizers(digits):
     assert all(torch.equal(before[k], a) for k, a in algo.alpha.items())
     _steps(algo, digits, 2, 2)
     assert not torch.equal(before["cell"], algo.alpha["cell"])
-    stage1 = {n: p.detach().clone() for n, p in algo.net.named_parameters()}
     metrics = _steps(algo, digits, 4, 1)[0]  # the first step of stage 2
     assert metrics["stage"] == 2.0 and algo.stage_start == 4
     for name, row, edge in algo.net.edges():
@@ -69,12 +69,29 @@ def test_two_stages_prune_widen_and_restart_the_optimizers(digits):
     # the reported entropy is of what the derivation reads: pruned ops count 0, so at most log(3) < log(5)
     assert 0 < metrics["arch_entropy"] <= math.log(3) + 1e-6
     assert algo.derive().genotype.indices == tuple(probabilities.argmax(-1).tolist())
-    # the stage-1 weights sit in the corner of the widened tensors (the one SGD step moved them a little)
-    conv = "blocks.0.edges.0.3.1.weight"
-    assert torch.allclose(algo.net.get_parameter(conv)[:2, :2], stage1[conv], atol=0.05)
-    assert len(algo.encoding_optimizer.state) == 0  # a fresh Adam: warm-up again, no step yet
-    # the fresh SGD starts its own cosine: the first stage-2 step ran at the initial lr again
-    assert algo.weight_optimizer.param_groups[0]["lr"] == pytest.approx(algo.options.weight_lr)
+
+
+def test_widening_copies_channels_and_momentum_and_keeps_both_schedules(digits):
+    """The reference's transition: new channels copy existing ones (weights and momentum buffers through
+    the same mapping), the weight lr goes on along one cosine, the encodings' Adam keeps its state."""
+    algo = _drnas()
+    _steps(algo, digits, 0, 4)  # the whole first stage
+    conv = "blocks.0.edges.0.3.1.weight"  # nor_conv_3x3's conv on the first edge: [C/4, C/4, 3, 3]
+    old = algo.net.get_parameter(conv).detach().clone()
+    old_buffer = algo.weight_optimizer.state[algo.net.get_parameter(conv)]["momentum_buffer"].clone()
+    adam_steps = {k: int(v["step"]) for k, v in enumerate(algo.encoding_optimizer.state.values())}
+    algo._second_stage({"cell": torch.tensor([[1, 2, 3]] * 6)})
+    new = algo.net.get_parameter(conv).detach()
+    assert new.shape == (4, 4, 3, 3) and torch.equal(new[:2, :2], old)
+    for i in range(4):  # every widened slice is a copy of an old one: Net2Wider's copy, no division
+        for j in range(4):
+            assert any(torch.equal(new[i, j], old[a, b]) for a in range(2) for b in range(2))
+    buffer = algo.weight_optimizer.state[algo.net.get_parameter(conv)]["momentum_buffer"]
+    assert torch.equal(buffer[:2, :2], old_buffer) and buffer.shape == new.shape
+    assert adam_steps and {k: int(v["step"]) for k, v in enumerate(algo.encoding_optimizer.state.values())} == adam_steps
+    lr = algo.weight_lr()  # one cosine over both stages: not back to the initial lr
+    assert lr == pytest.approx(scheduled_lr(algo.options.weight_lr, 4, 8, "cosine", floor=algo.options.weight_lr_min))
+    assert lr < algo.options.weight_lr
 
 
 def test_perturbation_selection_decides_among_the_kept_ops_only(digits):
@@ -116,7 +133,7 @@ def test_resume_in_the_second_stage_continues_identically(digits):
 
 
 def test_progressive_runs_in_the_darts_space(digits):
-    algo = _drnas("darts", keep_ops=4)
+    algo = _drnas("darts")
     _steps(algo, digits, 0, 5)
     genotype = algo.derive().genotype
     assert algo.space.parse(genotype.to_string()) == genotype
@@ -137,3 +154,25 @@ def test_a_space_progressive_drnas_cannot_split_fails_when_the_config_loads(spac
     with pytest.raises(ConfigError, match=match):
         from_dict({"name": "t", "space": space, "search": {"algorithm": "drnas", "progressive": True}})
     from_dict({"name": "t", "space": space, "search": {"algorithm": "drnas"}})  # the one-stage search splits nothing
+
+
+def test_the_reference_constants_are_each_space_s_defaults(digits):
+    """DrNAS's train_search_progressive.py: NB201 4 -> 2 partial channels and 5 -> 3 ops; the DARTS space
+    6 -> 4 and 7 -> 4 ops, `none` left out from the start (its PRIMITIVES have none), at 36 channels."""
+    from raysearch.algorithms.drnas import DrNASConfig
+    from raysearch.config import ConfigError, from_dict
+
+    assert DrNASConfig().reference("nb201") == ((4, 2), 3, False)
+    assert DrNASConfig().reference("darts") == ((6, 4), 4, True)
+    assert DrNASConfig(partial_channels=(2, 1), keep_ops=2, drop_none=False).reference("darts") == ((2, 1), 2, False)
+    with pytest.raises(ConfigError, match=r"space.channels: 16 is not divisible by search.partial_channels \[6, 4\] "
+                                          r"\(the reference's for darts"):
+        from_dict({"name": "t", "space": {"name": "darts"}, "search": {"algorithm": "drnas", "progressive": True}})
+    from_dict({"name": "t", "space": {"name": "darts", "channels": 36},
+               "search": {"algorithm": "drnas", "progressive": True}})
+    algo = _drnas("darts", partial_channels=(4, 2))  # keep_ops and drop_none: the DARTS space's reference
+    none = algo.space.encodings["normal"][1].index("none")
+    assert all(none not in edge.keep and len(edge.keep) == 7 for _, _, edge in algo.net.edges())
+    assert all((p[:, none] == 0).all() for p in algo.probabilities().values())
+    _steps(algo, digits, 0, 5)  # into stage 2: 4 ops an edge, never `none`
+    assert all(none not in edge.keep and len(edge.keep) == 4 for _, _, edge in algo.net.edges())
