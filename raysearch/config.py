@@ -16,7 +16,7 @@ import yaml
 
 from raysearch.algorithms import ALGORITHMS
 from raysearch.baselines import BASELINES
-from raysearch.data import DataConfig
+from raysearch.data import DATASETS, DataConfig
 from raysearch.distributed import BATCH_NORMS
 from raysearch.schema import ConfigError, build, build_named, spec
 from raysearch.spaces import SPACES
@@ -28,6 +28,7 @@ __all__ = ["ConfigError", "DataConfig", "ExperimentConfig", "TrainingConfig", "f
 SEARCH_OPTIONS = {**{name: entry.config_type for name, entry in ALGORITHMS.items()},
                   **{name: entry.config_type for name, entry in BASELINES.items()}}
 SPACE_OPTIONS = {name: entry.config_type for name, entry in SPACES.items()}
+DATASET_OPTIONS = {name: entry.config_type for name, entry in DATASETS.items()}
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class ExperimentConfig:
         """Plain nested dict in the YAML layout (algorithm options flattened into `search`; `sweep`
         only when there is one, so a plain experiment's dict is the same as before sweeps existed)."""
         out = dataclasses.asdict(self)
-        for section in ("space", "search"):
+        for section in ("data", "space", "search"):
             out[section].update(out[section].pop("options") or {})
         out.pop("sweep")
         if self.sweep is not None:
@@ -172,11 +173,12 @@ def from_dict(data) -> ExperimentConfig:
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
     data = dict(data)
     sweep = data.pop("sweep", None)
+    data_section = build_named(DataConfig, "dataset", DATASET_OPTIONS, data.pop("data", None), "data")
     space = build_named(SpaceConfig, "name", SPACE_OPTIONS, data.pop("space", None), "space")
     search = build_named(SearchConfig, "algorithm", SEARCH_OPTIONS, data.pop("search", None), "search")
     if hasattr(search.options, "check_space"):  # what an algorithm needs of the space (at load, not trial start)
         search.options.check_space(space)
-    config = dataclasses.replace(build(ExperimentConfig, data), space=space, search=search)
+    config = dataclasses.replace(build(ExperimentConfig, data), data=data_section, space=space, search=search)
     _check_workers(config)
     if sweep is not None:
         config = dataclasses.replace(config, sweep=_build_sweep(sweep, config))

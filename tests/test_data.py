@@ -65,3 +65,25 @@ def test_cifar_missing_or_incomplete_directory_says_where_and_how(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(DatasetNotFoundError, match="missing data_batch_3"):
         load_splits(DataConfig(dataset="cifar10", root=str(tmp_path)))
+
+
+def test_digits_hard_is_deterministic_and_its_options_are_checked_fields():
+    from raysearch.config import ConfigError, from_dict
+    from raysearch.data import load_splits
+    from raysearch.data.datasets import DigitsHardConfig, load_digits_hard
+
+    a, b = load_digits_hard(), load_digits_hard()
+    assert a.x.shape == (1797, 1, 16, 16) and a.shape.image_size == 16
+    assert a.x.numpy().tobytes() == b.x.numpy().tobytes() and torch.equal(a.y, b.y)  # the same bytes
+    assert 0.0 <= a.x.min() and a.x.max() <= 1.0
+    other = load_digits_hard(options=DigitsHardConfig(seed=1))
+    assert not torch.equal(a.x, other.x) and torch.equal(a.y, other.y)  # another draw of the same digits
+    config = from_dict({"name": "t", "data": {"dataset": "digits_hard", "image_size": 12, "rotation": 10}})
+    assert load_splits(config.data).train[0].shape[-1] == 12
+    for data, message in [({"rotation": 200}, "data.rotation: must be <= 180"),
+                          ({"image_size": 4}, "data.image_size: must be >= 8"),
+                          ({"noise": 1}, "data.noise: unknown field; accepted: dataset, root, val_fraction")]:
+        with pytest.raises(ConfigError, match=message):
+            from_dict({"name": "t", "data": {"dataset": "digits_hard", **data}})
+    with pytest.raises(ConfigError, match="data.rotation: unknown field"):  # digits has no such option
+        from_dict({"name": "t", "data": {"dataset": "digits", "rotation": 10}})

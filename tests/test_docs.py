@@ -6,6 +6,7 @@ from pathlib import Path
 from raysearch.algorithms import ALGORITHMS
 from raysearch.baselines import BASELINES
 from raysearch.config import ExperimentConfig, SearchConfig, SpaceConfig
+from raysearch.data import DATASETS
 from raysearch.spaces import SPACES
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -30,6 +31,8 @@ def test_every_config_field_is_in_the_readme():
         names += [f"search.{f.name}" for f in dataclasses.fields(entry.config_type)]
     for entry in SPACES.values():
         names += [f"space.{f.name}" for f in dataclasses.fields(entry.config_type)]
+    for entry in DATASETS.values():
+        names += [f"data.{f.name}" for f in dataclasses.fields(entry.config_type)]
     assert {"search.epochs", "tracking.uri", "space.name", "space.layers"} <= set(names)
     missing = [n for n in names if f"`{n}`" not in README]
     assert not missing, f"document these config fields in README.md: {missing}"

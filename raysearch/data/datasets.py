@@ -1,4 +1,5 @@
-"""Datasets as in-memory tensors: digits (embedded in scikit-learn) and CIFAR from disk.
+"""Datasets as in-memory tensors: digits (embedded in scikit-learn), a harder digits generated from it,
+and CIFAR from disk.
 
 CIFAR is read from the python-pickle format of the official archives
 (`cifar-10-batches-py/`, `cifar-100-python/`), the same files torchvision's
@@ -9,14 +10,17 @@ small file written in the same format for tests.
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from raysearch.registry import Registry
+from raysearch.schema import spec
 from raysearch.shapes import DataShape
 
 
@@ -35,13 +39,49 @@ class RawData:
     shape: DataShape
 
 
-def load_digits(root: str | None = None) -> RawData:
+@dataclass(frozen=True)
+class NoOptions:
+    """A dataset without options of its own."""
+
+
+@dataclass(frozen=True)
+class DigitsHardConfig:
+    """digits_hard: each digit upsampled, rotated, shifted and put over random noise (in the style of the
+    MNIST-rot and MNIST-back-rand variants of Larochelle et al., 2007), one image per digit."""
+
+    image_size: int = spec(16, ge=8)  # side of the generated images (the 8x8 digits are upsampled to it)
+    rotation: float = spec(45.0, ge=0.0, le=180.0)  # largest rotation either way, degrees (uniform)
+    shift: float = spec(0.15, ge=0.0, lt=0.5)  # largest translation either way, a fraction of the side (uniform)
+    background: float = spec(0.6, ge=0.0, le=1.0)  # uniform noise in [0, background] behind the digit
+    seed: int = spec(0, ge=0)  # seed of the transforms and the noise (apart from the split's)
+
+
+def load_digits(root: str | None = None, options: NoOptions = NoOptions()) -> RawData:
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.int64)
     return RawData(x, y, None, None, DataShape(in_channels=1, image_size=8, num_classes=10))
+
+
+def load_digits_hard(root: str | None = None, options: DigitsHardConfig = DigitsHardConfig()) -> RawData:
+    """Deterministic (the same bytes for the same options): one seeded draw of angle, shift and noise per
+    digit; nothing is downloaded. One image per digit, so no digit appears in two splits."""
+    digits, o = load_digits(), options
+    size = o.image_size
+    x = F.interpolate(digits.x, size=(size, size), mode="bilinear", align_corners=False)
+    gen = torch.Generator().manual_seed(o.seed)
+    n = len(x)
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(o.rotation)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 2 * o.shift  # grid coordinates span 2 per side
+    cos, sin = angle.cos(), angle.sin()
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False).clamp(0, 1)
+    noise = torch.rand(x.shape, generator=gen) * o.background
+    x = x + (1 - x) * noise  # the digit over the noise: ink stays ink, the background is random
+    return RawData(x, digits.y, None, None, DataShape(in_channels=1, image_size=size, num_classes=10))
 
 
 _CIFAR = {
@@ -93,8 +133,15 @@ def load_cifar(name: str, root: str | None) -> RawData:
     return RawData(x, y, test_x, test_y, DataShape(in_channels=3, image_size=32, num_classes=classes))
 
 
+@dataclass(frozen=True)
+class DatasetEntry:
+    config_type: type  # frozen dataclass of the dataset's own options (`data:` fields beside `dataset`)
+    load: object  # (root, options) -> RawData
+
+
 DATASETS = Registry("dataset", {
-    "digits": load_digits,
-    "cifar10": lambda root=None: load_cifar("cifar10", root),
-    "cifar100": lambda root=None: load_cifar("cifar100", root),
+    "digits": DatasetEntry(NoOptions, load_digits),
+    "digits_hard": DatasetEntry(DigitsHardConfig, load_digits_hard),
+    "cifar10": DatasetEntry(NoOptions, lambda root=None, options=None: load_cifar("cifar10", root)),
+    "cifar100": DatasetEntry(NoOptions, lambda root=None, options=None: load_cifar("cifar100", root)),
 })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,7 @@ class DataConfig:
     val_fraction: float = spec(0.1, gt=0.0, lt=1.0)  # share of the search pool kept as search-val (CIFAR: 45k/5k)
     test_fraction: float = spec(0.2, gt=0.0, lt=1.0)  # share carved off as test when the dataset has no test set
     split_seed: int = spec(0, ge=0)  # seed of the fixed split (kept apart from the search seed)
+    options: typing.Any = None  # the dataset's own options dataclass (null: its defaults), beside `dataset`
 
 
 @dataclass(frozen=True)
@@ -55,4 +57,6 @@ def split(raw: RawData, val_fraction: float, test_fraction: float, seed: int) ->
 
 def load_splits(data: DataConfig) -> Splits:
     """The splits a `data:` config section describes."""
-    return split(DATASETS[data.dataset](data.root), data.val_fraction, data.test_fraction, data.split_seed)
+    entry = DATASETS[data.dataset]
+    raw = entry.load(data.root, data.options or entry.config_type())
+    return split(raw, data.val_fraction, data.test_fraction, data.split_seed)
