@@ -58,3 +58,21 @@ def test_fixed_network_and_supernet_shapes(stages):
     assert space.network(NB201Genotype.from_string(EXAMPLE))(x).shape == (3, 10)
     weights = {"cell": torch.softmax(torch.randn(6, 5), -1)}
     assert space.supernet()(x, weights).shape == (3, 10)
+
+
+def test_the_candidate_ops_are_an_explicit_option():
+    from raysearch.config import ConfigError, from_dict
+    from raysearch.spaces import build_space
+
+    ops = ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    config = from_dict({"name": "t", "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1,
+                                               "ops": list(ops)}})
+    space = build_space(config.space, DataShape(1, 8, 10))
+    assert space.encoding_shapes() == {"cell": (6, 4)} and space.op_names == ops
+    weights = torch.zeros(6, 4)
+    weights[:, 2] = 1.0  # the third candidate of this space is nor_conv_3x3, not nor_conv_1x1 as in all five
+    assert space.derive({"cell": weights}).ops == ("nor_conv_3x3",) * 6
+    assert all("none" not in choices for choices in space.choices().values())
+    assert space.supernet()(torch.zeros(2, 1, 8, 8), {"cell": torch.full((6, 4), 0.25)}).shape == (2, 10)
+    with pytest.raises(ConfigError, match="space.ops: distinct NB201 ops among none, skip_connect"):
+        from_dict({"name": "t", "space": {"name": "nb201", "ops": ["none", "sep_conv_3x3"]}})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from raysearch.schema import spec
+from raysearch.schema import ConfigError, spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
 from raysearch.spaces.mixed import Edge
 from raysearch.spaces.ops import OPS, ReLUConvBN
@@ -188,16 +188,26 @@ class NB201SpaceConfig:
     channels: int = spec(16, ge=1)  # width C of the first stage (NB201: 16)
     cells_per_stage: int = spec(5, ge=1)  # cells N per stage (NB201: 5)
     stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)
+    ops: tuple[str, ...] = OP_NAMES  # candidate ops of every edge, e.g. all but none (checked below)
+
+    def __post_init__(self):
+        bad = [op for op in self.ops if op not in OP_NAMES]
+        if bad or len(set(self.ops)) != len(self.ops):
+            raise ConfigError(f"space.ops: distinct NB201 ops among {', '.join(OP_NAMES)}, got {list(self.ops)}")
 
 
 class NB201Space(Space):
-    """NAS-Bench-201 cells in the NB201 macro skeleton; derivation is argmax per edge (`none` included)."""
+    """NAS-Bench-201 cells in the NB201 macro skeleton; derivation is argmax per edge over `space.ops`
+    (all five by default, `none` included; leaving `none` out, as many NB201 searches do, is that option)."""
 
     name = "nb201"
-    op_names = OP_NAMES
     edge_names = tuple(f"{dst}<-{src}" for dst, src in EDGES)
     # Plain identifiers: they become Tune config keys, ConfigSpace names and MLflow params.
     choice_keys = tuple(f"edge_{dst}_{src}" for dst, src in EDGES)
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return self.options.ops
 
     @property
     def encodings(self):
@@ -217,7 +227,7 @@ class NB201Space(Space):
         return NB201Network(self._skeleton([(op,) for op in genotype.ops]), cell_affine=True, track=True)
 
     def derive(self, weights) -> NB201Genotype:
-        return NB201Genotype.from_indices(weights[ENCODING].argmax(-1).tolist())
+        return NB201Genotype(tuple(self.op_names[k] for k in weights[ENCODING].argmax(-1).tolist()))
 
     def derived_weights(self, genotype: NB201Genotype):
         return {ENCODING: one_hot_rows(self.op_names, genotype.ops)}
