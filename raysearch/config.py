@@ -315,7 +315,11 @@ def _apply_override(data: dict, assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"{key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: --set value {raw!r} is not YAML ({str(err).splitlines()[0]}); quote the "
+                          "whole assignment in the shell, e.g. --set 'space.ops=[skip_connect, nor_conv_3x3]'") from None
 
 
 def load_config(path, overrides=()) -> ExperimentConfig:

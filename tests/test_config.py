@@ -88,3 +88,8 @@ def test_validate_command_exits_2_with_one_line_and_no_traceback():
     assert proc.stderr.strip() == "raysearch: error: search.epochs: must be >= 1, got -3"
     ok = subprocess.run(cmd[:-2], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_an_override_that_is_not_yaml_names_the_field():
+    with pytest.raises(ConfigError, match=r"space.ops: --set value '\[skip_connect' is not YAML"):
+        load_config(DEFAULT, ["space.ops=[skip_connect"])
