@@ -247,3 +247,17 @@ def test_the_darts_topology_is_derived_from_probabilities_as_plotted(digits):
     assert {src for _, src in genotype.normal[2:4]} == {1, 2}
     plotted = algorithm.encodings()  # what encodings.png and encodings.json show
     assert algorithm.space.derive({c: plotted[c] for c in ("normal", "reduce")}) == genotype
+
+
+def test_the_encodings_stay_still_through_the_warm_up_then_move(digits):
+    """`warmup_epochs`: the weights train on uniform samples first (weight sharing favours cheap,
+    parameter-free paths while the convolutions are untrained); the encodings move afterwards."""
+    config = tiny_config(search={"epochs": 2, "warmup_epochs": 1})
+    loop = SearchLoop.from_config(config, digits)
+    before = {k: v.detach().clone() for k, v in loop.algorithm.enc.items()}
+    weights = [p.detach().clone() for p in loop.algorithm.net.parameters()]
+    loop.run_epoch()
+    assert all(torch.equal(before[k], v) for k, v in loop.algorithm.enc.items())
+    assert any(not torch.equal(a, b) for a, b in zip(weights, loop.algorithm.net.parameters()))
+    loop.run_epoch()
+    assert all(not torch.equal(before[k], v) for k, v in loop.algorithm.enc.items())

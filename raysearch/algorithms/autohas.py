@@ -74,6 +74,7 @@ class AutoHASConfig:
     search_hparams: bool = True  # false: architecture-only ablation under the training section's HPs
     genotype: str | None = None  # the architecture of an HP-only search, in the space's string format
     w_prime: str = spec("current", choices=W_PRIME)  # current: W' from this step's g (cheaper); updated: Alg. 1
+    warmup_epochs: int = spec(0, ge=0)  # epochs the encodings stay still while the weights train on uniform samples
 
     def check(self, search) -> None:
         bad = [o for o in self.optimizers if o not in OPTIMIZERS]
@@ -93,6 +94,7 @@ class AutoHAS(SearchAlgorithm):
         self.space, self.options, self.training = space, options, training
         self.total_steps, self.device, self.dist = total_steps, torch.device(device), dist
         self.warmup_steps = training.warmup_epochs * (steps_per_epoch or total_steps)
+        self.encoding_warmup_steps = options.warmup_epochs * (steps_per_epoch or total_steps)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the supernet's initial weights
             self.net = dist.prepare(space.supernet()).to(self.device)
@@ -198,7 +200,8 @@ class AutoHAS(SearchAlgorithm):
         _, encoding_grads = self.synced(val_loss, [e.grad for e in encodings], "validation loss")
         for e, g in zip(encodings, encoding_grads):
             e.grad = g
-        self.encoding_optimizer.step()
+        if self.steps >= self.encoding_warmup_steps:  # until then every path trains under uniform encodings
+            self.encoding_optimizer.step()
 
         # (4) the sampled optimizer's step from W (the forward value of W'), unless it came first
         if self.options.w_prime == "current":
