@@ -121,12 +121,11 @@ def shard_groups():
     """The `_ShardGroups` actor of this driver, created by `ReleaseShards.setup` (so that the driver owns
     it and it lives while the driver holds its handle, whatever trial dies)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    # On the driver's node: a registry on a worker node would die with that node, as the trials it serves.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    # On the head node: a registry on a worker node would die with that node, as the trials it serves (the
+    # driver's own node is not enough: on a one-machine test cluster it may be a worker node's raylet).
     return ray.remote(num_cpus=0)(_ShardGroups).options(
-        name=SHARD_GROUPS, get_if_exists=True, scheduling_strategy=here).remote()
+        name=SHARD_GROUPS, get_if_exists=True, resources={"node:__internal_head__": 0.001}).remote()
 
 
 def register_shard_group(trial_id: str, group: str) -> None:
