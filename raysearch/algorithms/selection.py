@@ -13,7 +13,7 @@ incoming edge whose removal hurts least until the node keeps its inputs.
 
 As the reference's projection loop does:
 - a round decides one edge (or node) of every encoding together: in the
-  DARTS space a normal and a reduction edge, so 14 + 4 rounds there;
+  DARTS space a normal and a reduction edge, so 14 + 3 rounds there;
 - between rounds the supernet is tuned for `tune_epochs`, each batch first
   an encoding step (first order, on the mixture with the decided rows
   fixed: undecided edges keep learning) then a weight step; the weight
