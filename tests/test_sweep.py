@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -346,9 +347,24 @@ def test_a_diverging_search_fails_alone(tmp_path, ray_session, capsys):
     assert "Traceback" not in err and "Trial task failed" not in err  # one line per failure, not Tune's dump
 
 
+def _await_state_snapshot(run_dir: Path, since: float, timeout: float = 60) -> None:
+    """Wait until Tune has stored a readable experiment state written after `since`, so the epochs the
+    console already showed are in it (a kill before that snapshot would rightly start every search over)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for state in run_dir.glob("ray/**/experiment_state-*.json"):
+            try:
+                if state.stat().st_mtime > since and json.loads(state.read_text()):
+                    return
+            except (OSError, ValueError):  # being synced into place
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"no experiment state snapshot under {run_dir} within {timeout} s")
+
+
 def _sweep_and_kill(tmp_path, after: int):
     """Start `raysearch sweep` in its own process group and SIGKILL the group once `after` epoch lines
-    are out; Ray's processes share the group, so none outlives the driver."""
+    are out and Tune has stored them; Ray's processes share the group, so none outlives the driver."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "sweep", "sweep.yaml", "--output-dir", "out"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -361,6 +377,7 @@ def _sweep_and_kill(tmp_path, after: int):
             lines.append(line)
             after -= line.startswith("[search ") and f"/{EPOCHS}]" in line
             if after == 0:
+                _await_state_snapshot(tmp_path / "out", since=time.time())
                 os.killpg(driver.pid, signal.SIGKILL)
                 break
         driver.wait(timeout=120)
