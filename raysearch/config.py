@@ -52,8 +52,8 @@ class RetrainConfig:
 class RayConfig:
     address: str | None = None  # Ray cluster address; null starts a local Ray with this machine's CPUs
     num_cpus: int | None = spec(None, ge=1)  # CPUs of a local Ray; null = all
-    cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial (with workers > 1: its driver only)
-    gpus_per_trial: float = spec(0.0, ge=0.0)  # GPUs reserved by each trial (the device follows)
+    cpus_per_trial: float = spec(1.0, gt=0.0)  # CPUs reserved by each trial (a sharded search's: none, its workers')
+    gpus_per_trial: float = spec(0.0, ge=0.0)  # GPUs reserved by each trial (the device follows; sharded: none)
     workers: int = spec(1, ge=1)  # Ray Train workers one differentiable search is sharded over (1: in the trial)
     cpus_per_worker: float = spec(1.0, gt=0.0)  # CPUs of each Train worker (workers > 1)
     gpus_per_worker: float = spec(0.0, ge=0.0)  # GPUs of each Train worker (workers > 1; NCCL when > 0, else gloo)

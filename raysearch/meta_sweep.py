@@ -79,17 +79,34 @@ class MetaSpace:
         return apply_fields(base, self.values(trial_config))
 
 
+# A sharded search's trial computes nothing: it waits for its Train workers and passes their reports on.
+# It reserves memory for its process but no CPU or GPU, so a search whose workers wait for a placement
+# holds nothing another search's workers need (a Train worker group is placed all at once or not at
+# all). With a CPU each, two searches restarted onto the one node a node loss left took both its CPUs
+# and waited for their workers forever (tests/test_node_loss.py).
+SHARDED_TRIAL_MEMORY = 512 * 2**20
+
+
+def tune_resources(config: ExperimentConfig, sharded: bool) -> dict:
+    """What Tune reserves for a trial of `config`: `ray.cpus_per_trial` and `ray.gpus_per_trial`, or, for
+    the trial of a search `sharded` over `ray.workers` > 1, only SHARDED_TRIAL_MEMORY."""
+    r = config.ray
+    if sharded and r.workers > 1:
+        return {"cpu": 0, "gpu": 0, "memory": SHARDED_TRIAL_MEMORY}
+    return {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial}
+
+
 def trial_resources(config: ExperimentConfig) -> tuple[float, float]:
-    """(CPUs, GPUs) one search takes: its trial, plus its Ray Train workers when it is sharded."""
+    """(CPUs, GPUs) one search takes: its trial's, or its Ray Train workers' when it is sharded."""
     r = config.ray
     if r.workers > 1:
-        return r.cpus_per_trial + r.workers * r.cpus_per_worker, r.gpus_per_trial + r.workers * r.gpus_per_worker
+        return r.workers * r.cpus_per_worker, r.workers * r.gpus_per_worker
     return r.cpus_per_trial, r.gpus_per_trial
 
 
 def concurrency(config: ExperimentConfig) -> int:
     """Searches run at once: `sweep.max_concurrent`, capped by what the Ray cluster holds, so that a
-    sharded search's workers always find their resources (Tune reserves only the trial's own)."""
+    sharded search's workers always find their resources (Tune reserves none for them)."""
     from raysearch.baselines.sweep import trial_slots
 
     slots = trial_slots(*trial_resources(config))

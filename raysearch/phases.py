@@ -86,7 +86,7 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
         tune_logger = logging.getLogger(logger_name)
         if _drop_missing_log_warnings not in tune_logger.filters:
             tune_logger.addFilter(_drop_missing_log_warnings)
-    trainable = tune.with_resources(trainable, {"cpu": config.ray.cpus_per_trial, "gpu": config.ray.gpus_per_trial})
+    trainable = tune.with_resources(trainable, meta.tune_resources(config, sharded=name == "search"))
     if config.ray.workers > 1:  # Train's worker groups of trials Tune stops must not keep their CPUs
         callbacks = [*callbacks, ReleaseShards()]
     path = f"{storage}/{name}"

@@ -288,7 +288,8 @@ def _step_bundle(config: ExperimentConfig) -> dict:
 
 
 def check_resources(config: ExperimentConfig, view: ClusterView, warn=None) -> None:
-    """Every bundle of a trial fits some node, and the trial fits the cluster (ConfigError otherwise).
+    """Every bundle of a trial fits some node, and a sharded search's workers fit the cluster together
+    (ConfigError otherwise).
     With an autoscaler whose node types are unknown, a bundle no present node fits is accepted with a
     warning: the autoscaler may add a node for it."""
     r, warn = config.ray, warn or _print
@@ -309,14 +310,12 @@ def check_resources(config: ExperimentConfig, view: ClusterView, warn=None) -> N
         raise ConfigError(_no_fit(who, cpu_field, gpu_field, bundle, view))
     if r.workers == 1:
         return  # one bundle: it fits a node, so it fits the cluster
-    for resource, per_trial, per_worker in (("CPU", r.cpus_per_trial, r.cpus_per_worker),
-                                            ("GPU", r.gpus_per_trial, r.gpus_per_worker)):
-        need, have = per_trial + r.workers * per_worker, _capacity(view, resource)
-        if need > have + EPS:
+    for resource, per_worker in (("CPU", r.cpus_per_worker), ("GPU", r.gpus_per_worker)):
+        need, have = r.workers * per_worker, _capacity(view, resource)
+        if need > have + EPS:  # the search's trial reserves none (meta_sweep.tune_resources)
             raise ConfigError(
-                f"ray.workers: a trial needs {_num(per_trial)} + {r.workers} x {_num(per_worker)} = "
-                f"{_count(need, resource)} (ray.{resource.lower()}s_per_trial + ray.workers x "
-                f"ray.{resource.lower()}s_per_worker); the cluster has {_num(have)}")
+                f"ray.workers: a search's workers need {r.workers} x {_num(per_worker)} = {_count(need, resource)} "
+                f"(ray.workers x ray.{resource.lower()}s_per_worker); the cluster has {_num(have)}")
 
 
 def check_cluster(config: ExperimentConfig, view: ClusterView | None = None, warn=None) -> None:

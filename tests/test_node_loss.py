@@ -28,6 +28,7 @@ from tests.conftest import TINY
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # each: sharded searches and a restart, ~3 min
 
 EPOCHS = 4
+WORKER_CPUS = 1.0  # two workers fill a 2-CPU node: one search per node
 
 
 class MarkEpoch(Callback):
@@ -44,13 +45,13 @@ class MarkEpoch(Callback):
 def _config(**sections):
     # Batches of 16: ~70 steps an epoch, so the node goes while the workers are inside an epoch.
     return from_dict({**TINY, "search": {"algorithm": "gdas", "epochs": EPOCHS, "batch_size": 16},
-                      "ray": {"workers": 2, "cpus_per_worker": 0.5, "max_failures": 2},
+                      "ray": {"workers": 2, "cpus_per_worker": WORKER_CPUS, "max_failures": 2},
                       "retrain": {"enabled": False}, **sections})
 
 
 @contextlib.contextmanager
 def _cluster():
-    """The head runs no trial; either worker node can hold a trial and its two 0.5-CPU workers alone."""
+    """The head has no CPU; either worker node holds one search's two workers (its trial reserves no CPU)."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     for _ in range(2):
         cluster.add_node(num_cpus=2)
@@ -82,11 +83,11 @@ def _lose_a_worker_node_at_epoch_1(cluster, tmp_path: Path, start) -> dict:
 
 
 def _worker_nodes(cluster) -> list:
-    """The cluster nodes hosting a bundle of a Train worker group (bundles of 0.5 CPU)."""
+    """The cluster nodes hosting a bundle of a Train worker group (bundles of WORKER_CPUS)."""
     nodes = {node.node_id: node for node in cluster.list_all_nodes()}
     hosts = []
     for group in ray.util.placement_group_table().values():
-        if group["state"] == "CREATED" and all(b.get("CPU") == 0.5 for b in group["bundles"].values()):
+        if group["state"] == "CREATED" and all(b.get("CPU") == WORKER_CPUS for b in group["bundles"].values()):
             hosts += [nodes[n] for n in group["bundles_to_node_id"].values()]
     return hosts
 
@@ -118,7 +119,8 @@ def _epochs(path: Path) -> list[int]:
 
 
 def test_a_sweep_of_sharded_searches_loses_a_node_and_keeps_every_search_once(tmp_path):
-    """Two sharded searches at once, one per node (1 + 2 x 0.5 CPUs each); one node goes mid-epoch."""
+    """Two sharded searches at once (2 x 1 CPU each, one per node); one node goes mid-epoch, and the
+    search it held waits for the other to end instead of taking part of the node that is left."""
     config = _config(sweep={"num_samples": 2, "max_concurrent": 2,
                             "params": {"search.tau_max": {"choice": [10.0, 5.0]}}})
     with _cluster() as cluster:

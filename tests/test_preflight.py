@@ -193,10 +193,10 @@ def test_cpus_and_gpus_must_fit_on_the_same_node():
 
 def test_sharded_workers_that_fit_alone_must_fit_together():
     view = ClusterView((_node(2, gpus=2), _node(2, gpus=2)))
-    config = _config(workers=4, cpus_per_worker=1, gpus_per_worker=1)
-    with pytest.raises(ConfigError, match=r"^ray\.workers: a trial needs 1 \+ 4 x 1 = 5 CPUs"):
+    config = _config(workers=4, cpus_per_worker=1.5, gpus_per_worker=1)
+    with pytest.raises(ConfigError, match=r"^ray\.workers: a search's workers need 4 x 1\.5 = 6 CPUs"):
         check_resources(config, view)
-    check_resources(_config(workers=2, cpus_per_worker=1, gpus_per_worker=1), view)
+    check_resources(_config(workers=4, cpus_per_worker=1, gpus_per_worker=1), view)  # the trial reserves none
     # Nodes the autoscaler can add count toward the total.
     more = NodeType("gpu_worker", {"CPU": 2.0, "GPU": 2.0}, 1)
     check_resources(config, ClusterView(view.nodes, (more,), autoscaler=True))
@@ -224,10 +224,10 @@ def test_the_cluster_check_on_a_two_cpu_ray(ray_session, tmp_path):
         check_cluster(_config(cpus_per_trial=3))
     with pytest.raises(ConfigError, match=r"^ray\.gpus_per_trial: a trial needs 1 GPU; no node has a GPU$"):
         check_cluster(_config(gpus_per_trial=1))
-    with pytest.raises(ConfigError, match=r"^ray\.workers: a trial needs 1 \+ 2 x 1 = 3 CPUs"):
-        check_cluster(_config(workers=2, cpus_per_worker=1))
+    with pytest.raises(ConfigError, match=r"^ray\.workers: a search's workers need 2 x 1\.5 = 3 CPUs"):
+        check_cluster(_config(workers=2, cpus_per_worker=1.5))
     check_cluster(_config())
-    check_cluster(_config(workers=2, cpus_per_worker=0.5))  # the sharded layout RAY_NOTES measured on 2 CPUs
+    check_cluster(_config(workers=2, cpus_per_worker=1))  # a sharded search's trial reserves no CPU
 
     # On the head of a launcher cluster, the node types of its autoscaling config are readable.
     from ray.autoscaler._private.util import prepare_config

@@ -23,7 +23,8 @@ from ray import tune
 import raysearch
 from raysearch import cli
 from raysearch.config import SWEEP_ALGORITHMS, ConfigError, from_dict, load_config
-from raysearch.meta_sweep import SWEEPERS, MetaSpace, concurrency, max_epochs
+from raysearch.meta_sweep import (SHARDED_TRIAL_MEMORY, SWEEPERS, MetaSpace, concurrency, max_epochs,
+                                 tune_resources)
 from raysearch.search import SearchLoop
 from tests.conftest import TINY
 from tests.helpers import ROOT
@@ -169,12 +170,21 @@ def test_concurrency_counts_a_sharded_search_s_workers_and_never_oversubscribes(
     monkeypatch.setattr(parts.ray, "cluster_resources", lambda: {"CPU": 8.0})
     data = sweep_dict()
     assert concurrency(from_dict(data)) == 8
-    data["ray"] = {"workers": 2, "cpus_per_worker": 1.5}  # 1 + 2 x 1.5 = 4 CPUs per search
+    data["ray"] = {"workers": 2, "cpus_per_worker": 1.5}  # 2 x 1.5 = 3 CPUs per search (its trial takes none)
     assert concurrency(from_dict(data)) == 2
     data["sweep"]["max_concurrent"] = 5
     assert concurrency(from_dict(data)) == 2
     data["sweep"]["max_concurrent"] = 1
     assert concurrency(from_dict(data)) == 1
+
+
+def test_a_sharded_search_s_trial_reserves_no_cpu_or_gpu_so_it_never_holds_what_workers_wait_for():
+    data = sweep_dict()
+    data["ray"] = {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 1, "gpus_per_trial": 1}
+    sharded = from_dict(data)
+    assert tune_resources(sharded, sharded=True) == {"cpu": 0, "gpu": 0, "memory": SHARDED_TRIAL_MEMORY}
+    assert tune_resources(sharded, sharded=False) == {"cpu": 1.0, "gpu": 1.0}  # its retraining trains itself
+    assert tune_resources(from_dict(sweep_dict()), sharded=True) == {"cpu": 1.0, "gpu": 0.0}  # 1 worker: itself
 
 
 def test_shipped_sweep_configs():

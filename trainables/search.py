@@ -1,7 +1,7 @@
 """One differentiable search as a Ray Tune function trainable, in the trial or sharded over Ray Train workers.
 
     raysearch run configs/autohas_nb201_digits.yaml
-    raysearch run configs/gdas_nb201_digits.yaml --set ray.workers=2 --set ray.cpus_per_worker=0.5
+    raysearch run configs/gdas_nb201_digits.yaml --set ray.workers=2 --set ray.cpus_per_worker=1
 
 Tune config: {"experiment": <ExperimentConfig.to_dict()>}. Reports once per
 epoch with a checkpoint holding the whole search state (weights, encodings,
