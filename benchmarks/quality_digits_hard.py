@@ -10,7 +10,7 @@ semicolons, e.g. `gdas_nb201_digits:data.dataset=digits_hard`. For each, and eac
 - a black-box baseline runs as `raysearch.run` does (one local Ray for all of them), which retrains
   the configuration it selected;
 - either way the derived cell is also retrained with the fixed cells' recipe (the training defaults of
-  configs/autohas_nb201_digits_hard.yaml, 20 epochs, retraining seed = search seed), so that every
+  configs/autohas_nb201_digits_hard.yaml without its lr warm-up, 20 epochs, retraining seed = search seed), so that every
   method is compared with the fixed-cell rows on the same footing. For AutoHAS the two columns compare
   its derived lr and weight decay with the training defaults on the same cell.
 Prints per run: mean search seconds, retrained test accuracy (own recipe; fixed-cell recipe) mean and
@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.digits_hard_cells import CELLS, CONFIG as REFERENCE, retrain  # noqa: E402
+from benchmarks.digits_hard_cells import CELLS, RECIPE, reference_config, retrain  # noqa: E402
 from raysearch.baselines import BASELINES  # noqa: E402
 from raysearch.config import load_config  # noqa: E402
 from raysearch.data import load_splits  # noqa: E402
@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated labels of the default runs: " + ", ".join(RUNS))
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--no-fixed", action="store_true", help="skip the fixed-cell reference rows")
+    parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of the fixed cells' recipe, e.g. training.warmup_epochs=5 to compare "
+                             "AutoHAS's derived lr and wd with the defaults under its own schedule")
     parser.add_argument("runs", nargs="*", help="LABEL=CONFIG[:OVERRIDE;...] (default: every run above)")
     args = parser.parse_args()
     runs = dict(spec.split("=", 1) for spec in args.runs) if args.runs else dict(RUNS)
@@ -109,7 +112,7 @@ def main() -> None:
             parser.error(f"unknown labels {unknown}; known: {', '.join(runs)}")
         runs = {label: runs[label] for label in args.only.split(",")}
 
-    reference = load_config(REFERENCE)
+    reference = reference_config(args.recipe)
     ref_splits = load_splits(reference.data)
     ref_space = build_space(reference.space, ref_splits.shape)
     ref_epochs = reference.retrain_epochs
@@ -150,7 +153,7 @@ def main() -> None:
         if ray is not None:
             ray.shutdown()
     if not args.no_fixed:
-        print(f"\nfixed cells, {ref_epochs} epochs ({REFERENCE.name} training defaults)", flush=True)
+        print(f"\nfixed cells, {ref_epochs} epochs ({reference.name} training defaults, {', '.join([*RECIPE, *args.recipe])})", flush=True)
         for name, genotype in CELLS.items():
             accs = [retrain(reference, ref_splits, ref_space, genotype, ref_epochs, seed)[0]
                     for seed in range(args.seeds)]

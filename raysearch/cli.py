@@ -11,6 +11,7 @@ import sys
 
 from raysearch.config import ConfigError, check_command, load_config
 from raysearch.data import DatasetNotFoundError, check_available
+from raysearch.preflight import check_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,8 +79,6 @@ def main(argv=None) -> int:
             print(f"raysearch: error: {err}", file=sys.stderr)
             return 2
     if args.command == "validate":
-        from raysearch.preflight import check_config
-
         try:  # the checks that need no Ray: batch vs splits, one step's memory
             check_config(args.config_obj)
         except ConfigError as err:

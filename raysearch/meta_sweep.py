@@ -16,6 +16,7 @@ import json
 
 from raysearch.config import ExperimentConfig, SweepParam, apply_fields
 from raysearch.joint import Categorical, IntUniform, LogUniform, Uniform
+from raysearch.search import planned_epochs
 
 
 def _scalar_kind(values) -> str | None:
@@ -116,8 +117,6 @@ def concurrency(config: ExperimentConfig) -> int:
 def max_epochs(config: ExperimentConfig) -> int:
     """The most epochs a search of the sweep can report (search plus selection epochs, which some swept
     fields change): the schedulers' max_t. Epoch counts grow with each field, so bounds suffice."""
-    from raysearch.search import planned_epochs
-
     most = planned_epochs(config.without_sweep())
     for p in config.sweep.params:
         for value in p.values:

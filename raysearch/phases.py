@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ray import tune
+
 from raysearch import meta_sweep as meta
 from raysearch.baselines import BASELINES
 from raysearch.baselines.sweep import EpochBudget
@@ -32,6 +34,10 @@ from raysearch.search import planned_epochs
 from raysearch.spaces import build_space
 from raysearch.tracking import Tracker
 from raysearch.training import DIVERGED
+from trainables.common import read_json
+from trainables.search import DERIVED_FILE, search_trainable
+from trainables.sweep import sweep_trainable
+from trainables.train import train_trainable
 
 SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy", "decided")
 SWEEP_KEYS = ("train_loss", "val_acc")
@@ -80,8 +86,6 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
     # Keeping 2 checkpoints makes Tune snapshot its experiment state at least every 2 epochs, so a
     # killed driver loses at most one epoch on `resume`; frequent snapshots are intended here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from ray import tune
-
     for logger_name in ("ray.tune.logger.logger", "ray.tune.analysis.experiment_analysis"):
         tune_logger = logging.getLogger(logger_name)
         if _drop_missing_log_warnings not in tune_logger.filters:
@@ -157,9 +161,6 @@ def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> N
 def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
            callbacks: list, artifacts: Path) -> Selected:
     """A differentiable search: one trial; the configuration it derives at the end."""
-    from trainables.common import read_json
-    from trainables.search import DERIVED_FILE, search_trainable
-
     space, planned = {"experiment": config.to_dict()}, planned_epochs(config)
     result = fit(search_trainable, space, "search", storage, config, [
         MlflowCallback(tracker, "search"), ProgressCallback("search", planned, SEARCH_KEYS, "genotype"),
@@ -189,10 +190,6 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     The best is the highest search-val accuracy among the trials that reached
     the most epochs (the top fidelity), as BOHB's incumbent is chosen.
     """
-    from ray import tune
-
-    from trainables.train import train_trainable
-
     options, epochs = config.search.options, config.search.epochs
     joint = JointSpace(build_space(config.space), options.lr_range, options.weight_decay_range)
     parts = BASELINES[config.search.algorithm].build(config, joint)
@@ -226,10 +223,6 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
 def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
             callbacks: list, selected: Selected):
     """Retrain the selected configuration on search-train + search-val and test it; returns its Result."""
-    from ray import tune
-
-    from trainables.train import train_trainable
-
     per_step = isinstance(selected.hparams["lr"], list)
     searched = build_space(config.space)
     space = {**searched.to_choices(searched.parse(selected.genotype)),
@@ -258,12 +251,6 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     stopped by the scheduler; if none did, of those that reached the most epochs). Its derived
     configuration is retrained under its own experiment (the config with its sampled values).
     """
-    from ray import tune
-
-    from trainables.common import read_json
-    from trainables.search import DERIVED_FILE
-    from trainables.sweep import sweep_trainable
-
     sweep, space = config.sweep, meta.MetaSpace(config.sweep.params)
     max_t, limit = meta.max_epochs(config), meta.concurrency(config)
     parts = meta.build_parts(config, space, max_t, limit)

@@ -22,8 +22,12 @@ def _loop(config, digits):
     return SearchLoop.from_config(config, digits)
 
 
-def test_every_edge_is_decided_then_the_loop_is_done(digits):
-    config = _config()
+SELECTABLE = ("darts", "gdas", "drnas", "autohas")  # the relaxations perturbation reads as mixtures
+
+
+@pytest.mark.parametrize("algorithm", SELECTABLE)
+def test_every_edge_is_decided_then_the_loop_is_done(digits, algorithm):
+    config = _config(algorithm=algorithm)
     loop = _loop(config, digits)
     assert planned_epochs(config) == 1 + 6
     epochs = 0
@@ -81,8 +85,9 @@ def test_darts_topology_keeps_two_inputs_per_node(digits):
             {k for k in kept if k[0] == cell}
 
 
-def test_resume_mid_selection_continues_identically(digits):
-    config = _config()
+@pytest.mark.parametrize("algorithm", ("darts", "autohas"))
+def test_resume_mid_selection_continues_identically(digits, algorithm):
+    config = _config(algorithm=algorithm)
     a = _loop(config, digits)
     for _ in range(3):
         a.run_epoch()
@@ -101,6 +106,37 @@ def test_selection_is_a_checked_option():
 
     with pytest.raises(ConfigError, match="search.selection"):
         _config(selection="sideways")
+    with pytest.raises(ConfigError, match="search.selection: perturbation selects an architecture"):
+        _config(algorithm="autohas", search_arch=False, genotype="|nor_conv_3x3~0|+|none~0|none~1|+"
+                                                                 "|none~0|none~1|none~2|")
+
+
+def test_autohas_tuning_steps_the_mixture_with_the_derived_optimizer_from_a_fresh_state(digits, monkeypatch):
+    """Selection on an AutoHAS supernet: the weights train on the mixture (every op gets a gradient) with
+    the derived weight decay, from tune_lr_factor x the derived peak lr, with momentum started afresh;
+    the architecture encodings learn, the HP encodings stay as the search left them."""
+    loop = _loop(_config(algorithm="autohas", tune_epochs=2), digits)
+    loop.run_epoch()  # the search epoch
+    algorithm = loop.algorithm
+    assert any(b.abs().sum() > 0 for b in algorithm.rules[0].buffers)  # the search left momentum
+    steps = []
+    original = algorithm._weight_step
+    monkeypatch.setattr(algorithm, "_weight_step", lambda grads, chosen, lr, wd, parts=None: steps.append(
+        (lr, wd, [b.clone() for b in algorithm.rules[0].buffers], grads)) or original(grads, chosen, lr, wd, parts))
+    hparams = {n: algorithm.enc[n].detach().clone() for n in ("lr", "wd")}
+    cell = algorithm.enc["cell"].detach().clone()
+    lr_factor, wd, _ = algorithm._derived_hparams()
+    loop.run_epoch()  # round 1, then a tuning epoch
+    first_lr, first_wd, buffers, grads = steps[0]
+    assert first_lr == pytest.approx(0.1 * algorithm.training.lr * lr_factor) and first_wd == pytest.approx(wd)
+    assert all(b.abs().sum() == 0 for b in buffers)  # a fresh optimizer
+    trained = sum(int(g.abs().sum() > 0) for g in grads if g.dim() == 4)
+    arch_w, active = algorithm._sample_arch()
+    sampled = algorithm._training_gradients(*next(loop.train), arch_w, active)[2]
+    assert trained > sum(int(g.abs().sum() > 0) for g in sampled if g.dim() == 4)  # the mixture, not a sample
+    undecided = ~algorithm.selection.fixed["cell"]
+    assert not torch.allclose(algorithm.enc["cell"][undecided], cell[undecided])
+    assert all(torch.equal(algorithm.enc[n], hparams[n]) for n in hparams)
 
 
 def test_darts_rounds_decide_a_normal_and_a_reduction_edge_together():

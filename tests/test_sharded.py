@@ -30,8 +30,9 @@ CASES = {
     "darts_es_measured": ("darts_es", {"es_interval": 1}),
     "drnas_progressive": ("drnas", {"progressive": True, "warmup_epochs": 0}),
     "darts_perturbation": ("darts", {"selection": "perturbation", "tune_epochs": 1}),
+    "autohas_perturbation": ("autohas", {"selection": "perturbation", "tune_epochs": 1}),
 }
-SAMPLERS = ("mix", "weight_mix", "_sample_arch", "_sample_hparams")  # where the algorithms draw their samples
+SAMPLERS = ("mix", "weight_mix", "relaxed_arch", "_sample_arch", "_sample_hparams")  # where the algorithms draw their samples
 RESUMED = "gdas"  # the case also checkpointed by the 2 workers and resumed by 1
 
 

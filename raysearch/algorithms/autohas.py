@@ -26,6 +26,13 @@ continuous HP is the softmax-weighted sum of its basis values, without noise.
 The lr multiplier is derived at every step; times the derived optimizer's
 scheduled default lr(t) it gives the per-step list that retraining replays.
 
+Selection: `selection: perturbation` decides the architecture edge by edge
+after the search (DARTS-PT, raysearch.algorithms.selection), reading the
+supernet as a mixture of the encodings' probabilities. Its tuning trains the
+weights with the derived optimizer and weight decay, from tune_lr_factor x
+the derived lr at its peak, cosine to 0, and the architecture encodings by
+first-order Gumbel samples (no W'); the derived HPs stay as the search left them.
+
 Ablations: `search_hparams: false` searches the architecture under the
 training section's HPs; `search_arch: false` searches the HPs of the fixed
 `genotype`.
@@ -48,6 +55,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
+from raysearch.algorithms.selection import SelectionConfig, build_selection
 from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
 from raysearch.schema import ConfigError, spec
 from raysearch.distributed import LOCAL
@@ -62,7 +70,7 @@ W_PRIME = ("current", "updated")  # where the encoding step's W' starts: see the
 
 
 @dataclass(frozen=True)
-class AutoHASConfig:
+class AutoHASConfig(SelectionConfig):
     tau: float = spec(10.0, gt=0.0)  # Gumbel softmax temperature (the forward is hard: it scales gradients)
     encoding_lr: float = spec(0.002, gt=0.0)  # Adam lr of all encodings
     encoding_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
@@ -85,6 +93,9 @@ class AutoHASConfig:
             raise ConfigError("search.search_arch: with search_hparams also false there is nothing to search")
         if (self.genotype is None) == (not self.search_arch):
             raise ConfigError("search.genotype: give the fixed architecture exactly when search_arch is false")
+        if self.selection != "magnitude" and not self.search_arch:
+            raise ConfigError(f"search.selection: {self.selection} selects an architecture; with search_arch "
+                              "false there is none to select (use magnitude)")
 
 
 class AutoHAS(SearchAlgorithm):
@@ -118,6 +129,7 @@ class AutoHAS(SearchAlgorithm):
         self.generator = torch.Generator().manual_seed(seed)
         self.steps = 0
         self.lr_factors: list[float] = []  # Eq. 10 lr multiplier after every step
+        self.selection = build_selection(self, options, seed)
 
     # -- sampling -------------------------------------------------------------------
     def _sample_arch(self):
@@ -235,7 +247,7 @@ class AutoHAS(SearchAlgorithm):
         else:
             # From probabilities, as every relaxation derives: the DARTS rule compares edges by their
             # strongest op's probability, which logits (shift-invariant per row) do not rank alike.
-            genotype = self.space.derive({name: self.enc[name].detach().softmax(-1) for name in self.arch_names})
+            genotype = self.space.derive(self.selected_weights())
         lr_factor, wd, optimizer = self._derived_hparams()
         base, schedule = self.base_lrs[optimizer], self.training.lr_schedule
         lrs = [scheduled_lr(base, t, self.total_steps, schedule, self.warmup_steps) * f
@@ -243,8 +255,33 @@ class AutoHAS(SearchAlgorithm):
         return SearchResult(genotype, {"lr": lrs, "lr_factor": lr_factor, "weight_decay": wd,
                                        "optimizer": self.options.optimizers[optimizer]})
 
+    @torch.no_grad()
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        return {name: self.enc[name].softmax(-1) for name in self.arch_names}
+
     def encodings(self) -> dict[str, torch.Tensor]:
         return {name: t.detach().softmax(-1).cpu() for name, t in self.enc.items()}
+
+    # -- what perturbation selection uses (raysearch.algorithms.selection.Selectable) ------------
+    def arch_encodings(self) -> dict[str, torch.Tensor]:
+        return {name: self.enc[name] for name in self.arch_names}
+
+    def relaxed_arch(self) -> dict[str, torch.Tensor]:
+        return {name: gumbel_hard(self.enc[name], self.options.tau, self.generator)[0] for name in self.arch_names}
+
+    def tuning_lr(self) -> tuple[float, float]:
+        lr_factor, _, optimizer = self._derived_hparams()
+        return self.base_lrs[optimizer] * lr_factor, 0.0
+
+    def restart_weight_optimizer(self) -> None:
+        self.rules = [build_rule(name, self.weights, self.training) for name in self.options.optimizers]
+
+    def mixture_weight_step(self, batch, weights, lr: float) -> dict[str, float]:
+        x, y = batch
+        loss, logits, grads = self._training_gradients(x, y, weights, None)  # every op computed, mixed
+        _, wd, optimizer = self._derived_hparams()
+        self._weight_step(grads, optimizer, lr, wd)
+        return {"train_loss": loss.item(), "train_acc": (logits.argmax(1) == y).float().mean().item()}
 
     def encoding_labels(self) -> dict[str, tuple]:
         labels = {"lr": (None, [f"x{m:g}" for m in self.options.lr_multipliers]),
@@ -263,6 +300,7 @@ class AutoHAS(SearchAlgorithm):
             "net": self.net.state_dict(), "rules": [rule.state_dict() for rule in self.rules],
             "encodings": self.enc.state_dict(), "optimizer": self.encoding_optimizer.state_dict(),
             "generator": self.generator.get_state(), "steps": self.steps, "lr_factors": list(self.lr_factors),
+            "selection": None if self.selection is None else self.selection.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -273,3 +311,5 @@ class AutoHAS(SearchAlgorithm):
         self.encoding_optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.steps, self.lr_factors = int(state["steps"]), list(state["lr_factors"])
+        if self.selection is not None:
+            self.selection.load_state_dict(state["selection"])

@@ -43,6 +43,12 @@ class SearchAlgorithm(ABC):
         check_finite(loss, what, self.steps)
         return loss, tensors
 
+    def selected_weights(self) -> dict[str, torch.Tensor]:
+        """What the final architecture is read from: the architecture probabilities (`probabilities()`),
+        with the selection's decisions."""
+        probabilities = self.probabilities()
+        return probabilities if self.selection is None else self.selection.weights(probabilities)
+
     def end_epoch(self, val_batch) -> dict[str, float]:
         """Hook after every search epoch, with one validation batch; returns extra metrics."""
         return {}
@@ -54,6 +60,10 @@ class SearchAlgorithm(ABC):
     @abstractmethod
     def derive(self) -> SearchResult:
         """The configuration the search currently selects."""
+
+    @abstractmethod
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """The architecture encodings as op probabilities, without gradient: what the derivation reads."""
 
     @abstractmethod
     def encodings(self) -> dict[str, torch.Tensor]:

@@ -25,22 +25,58 @@ As the reference's projection loop does:
   tunes one more epoch). Selection epochs = (rounds - 1) x tune_epochs + 1.
 
 Choices left open: undecided edges mix with the encodings' probabilities
-(softmax, or the Dirichlet mean for DrNAS; GDAS's supernet, trained on
-one-hot samples, is then read as a mixture too); the encoding step during
-tuning is the algorithm's relaxation (`mix`) with the decided rows replaced,
-a plain cross-entropy step (no second-order or KL terms); a node's topology
-is decided in one go (its deletions back to back).
+(softmax, or the Dirichlet mean for DrNAS; the supernets of GDAS and
+AutoHAS, trained on one-hot samples, are then read as mixtures too); the
+encoding step during tuning is the algorithm's relaxation with the decided
+rows replaced, a plain cross-entropy step (no second-order, KL or W'
+terms); a node's topology is decided in one go (its deletions back to back).
+
+Any supernet search can select this way: the algorithm provides the few
+methods of `Selectable` (below), which the DARTS family and AutoHAS do.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
+from raysearch.schema import spec
 from raysearch.training import scheduled_lr
 
 SELECTIONS = ("magnitude", "perturbation")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The selection fields of every search that can select by perturbation."""
+
+    selection: str = spec("magnitude", choices=SELECTIONS)  # final architecture: derivation rule or DARTS-PT
+    tune_epochs: int = spec(5, ge=1)  # perturbation: supernet tuning epochs between decision rounds (DARTS-PT: 5)
+    tune_lr_factor: float = spec(0.1, gt=0.0)  # perturbation: tuning lr from this x the weight lr (DARTS-PT: lr/10)
+
+
+class Selectable(Protocol):
+    """What perturbation selection needs of a supernet search, besides SearchAlgorithm's space, net,
+    device, dist, encoding_optimizer, synced and probabilities."""
+
+    def arch_encodings(self) -> dict[str, torch.Tensor]:
+        """The architecture encodings themselves (leaf tensors of `encoding_optimizer`), by name."""
+
+    def relaxed_arch(self) -> dict[str, torch.Tensor]:
+        """Mixing weights of one forward pass under the search's relaxation, differentiable in the encodings."""
+
+    def tuning_lr(self) -> tuple[float, float]:
+        """(the search's peak weight lr, its floor): tuning anneals from tune_lr_factor x the first."""
+
+    def restart_weight_optimizer(self) -> None:
+        """Forget the weight optimizer's state (momentum), as the reference's projection starts afresh."""
+
+    def mixture_weight_step(self, batch, weights: dict[str, torch.Tensor], lr: float) -> dict[str, float]:
+        """One weight step at `lr` of the supernet mixing every op by `weights` (no gradient to them)."""
 
 
 def plan(space, seed: int) -> list[tuple[tuple[str, tuple], ...]]:
@@ -65,6 +101,13 @@ def _zip_rounds(per_encoding: list[list]) -> list[tuple]:
     return [tuple(d[i] for d in per_encoding if i < len(d)) for i in range(longest)]
 
 
+def build_selection(algorithm: Selectable, options: SelectionConfig, seed: int) -> Perturbation | None:
+    """The selection `options` ask for (None: the derivation rule on the probabilities)."""
+    if options.selection != "perturbation":
+        return None
+    return Perturbation(algorithm, options.tune_epochs, options.tune_lr_factor, seed)
+
+
 def selection_epochs(space, options) -> int:
     """Epochs a selection adds after the search epochs."""
     if options.selection != "perturbation":
@@ -75,7 +118,7 @@ def selection_epochs(space, options) -> int:
 class Perturbation:
     """The decisions and tuning epochs that run after the search epochs of a supernet algorithm."""
 
-    def __init__(self, algorithm, tune_epochs: int, lr_factor: float, seed: int):
+    def __init__(self, algorithm: Selectable, tune_epochs: int, lr_factor: float, seed: int):
         self.algorithm, self.tune_epochs, self.lr_factor = algorithm, tune_epochs, lr_factor
         self.plan = plan(algorithm.space, seed)
         shapes = algorithm.space.encoding_shapes()
@@ -139,12 +182,13 @@ class Perturbation:
     def _encoding_step(self, val_batch) -> None:
         """First order, on the algorithm's relaxation with the decided rows fixed: undecided rows learn."""
         a = self.algorithm
-        weights, _ = a.mix()
-        loss, _ = a._loss(val_batch, self.weights(weights), None)
-        _, grads = a.synced(loss, torch.autograd.grad(loss, list(a.alpha.values())), "validation loss")
+        x, y = val_batch
+        loss = F.cross_entropy(a.net(x, self.weights(a.relaxed_arch())), y)
+        encodings = list(a.arch_encodings().values())
+        _, grads = a.synced(loss, torch.autograd.grad(loss, encodings), "validation loss")
         a.encoding_optimizer.zero_grad(set_to_none=True)
-        for alpha, grad in zip(a.alpha.values(), grads):
-            alpha.grad = grad
+        for encoding, grad in zip(encodings, grads):
+            encoding.grad = grad
         a.encoding_optimizer.step()
 
     def run_epoch(self, train_stream, val, val_stream) -> dict[str, float]:
@@ -155,16 +199,17 @@ class Perturbation:
         a, batches = self.algorithm, train_stream.batches_per_pass
         tuning = self.epochs_done < self.epochs - 1
         if self.epochs_done == 0:
-            a.weight_optimizer.state.clear()  # a fresh weight optimizer, as the reference's projection starts
+            a.restart_weight_optimizer()
         sums: dict[str, float] = {}
         total = (self.epochs - 1) * batches
+        peak, floor = a.tuning_lr()
         for b in range(batches if tuning else 0):
             batch = tuple(t.to(a.device) for t in next(train_stream))
             self._encoding_step(tuple(t.to(a.device) for t in next(val_stream)))
-            lr = scheduled_lr(self.lr_factor * a.options.weight_lr, self.epochs_done * batches + b, total, "cosine",
-                              floor=min(a.options.weight_lr_min, self.lr_factor * a.options.weight_lr))
+            lr = scheduled_lr(self.lr_factor * peak, self.epochs_done * batches + b, total, "cosine",
+                              floor=min(floor, self.lr_factor * peak))
             weights = self.weights(a.probabilities())
-            for key, value in a.weight_step(batch, (weights, None), lr).items():
+            for key, value in a.mixture_weight_step(batch, weights, lr).items():
                 sums[key] = sums.get(key, 0.0) + value
         self.epochs_done += 1
         metrics.update({k: v / batches for k, v in sums.items()})

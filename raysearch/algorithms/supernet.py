@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult, derived_forward
-from raysearch.algorithms.selection import SELECTIONS, Perturbation
+from raysearch.algorithms.selection import SelectionConfig, build_selection
 from raysearch.schema import spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
@@ -30,7 +30,7 @@ from raysearch.training import TrainingConfig, scheduled_lr
 
 
 @dataclass(frozen=True)
-class SupernetConfig:
+class SupernetConfig(SelectionConfig):
     weight_lr: float = spec(0.025, gt=0.0)  # initial SGD lr of the supernet weights
     weight_lr_min: float = spec(0.001, ge=0.0)  # lr at the end of the cosine annealing
     weight_momentum: float = spec(0.9, ge=0.0, lt=1.0)  # SGD momentum of the weights
@@ -41,9 +41,6 @@ class SupernetConfig:
     arch_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     arch_weight_decay: float = spec(1e-3, ge=0.0)  # Adam (L2) weight decay of the encodings
     arch_init_std: float = spec(1e-3, ge=0.0)  # encodings start as this x N(0, 1)
-    selection: str = spec("magnitude", choices=SELECTIONS)  # final architecture: derivation rule or DARTS-PT
-    tune_epochs: int = spec(5, ge=1)  # perturbation: supernet tuning epochs between decision rounds (DARTS-PT: 5)
-    tune_lr_factor: float = spec(0.1, gt=0.0)  # perturbation: tuning lr from this x weight_lr (DARTS-PT: lr/10)
 
 
 class SupernetSearch(SearchAlgorithm):
@@ -65,8 +62,7 @@ class SupernetSearch(SearchAlgorithm):
         self.build_optimizers()
         self.generator = torch.Generator().manual_seed(seed + 1)  # relaxation noise, apart from the init
         self.steps = 0
-        if options.selection == "perturbation":
-            self.selection = Perturbation(self, options.tune_epochs, options.tune_lr_factor, seed)
+        self.selection = build_selection(self, options, seed)
 
     def build_supernet(self):
         return self.space.supernet()
@@ -99,6 +95,22 @@ class SupernetSearch(SearchAlgorithm):
     def probabilities(self) -> dict[str, torch.Tensor]:
         """The encodings as op probabilities, what the derivation reads."""
         return {name: a.softmax(-1) for name, a in self.alpha.items()}
+
+    # -- what perturbation selection uses (raysearch.algorithms.selection.Selectable) ------------
+    def arch_encodings(self) -> dict[str, torch.Tensor]:
+        return dict(self.alpha)
+
+    def relaxed_arch(self) -> dict[str, torch.Tensor]:
+        return self.mix()[0]
+
+    def tuning_lr(self) -> tuple[float, float]:
+        return self.options.weight_lr, self.options.weight_lr_min
+
+    def restart_weight_optimizer(self) -> None:
+        self.weight_optimizer.state.clear()
+
+    def mixture_weight_step(self, batch, weights, lr: float) -> dict[str, float]:
+        return self.weight_step(batch, (weights, None), lr)
 
     @property
     def epoch(self) -> int:
@@ -176,11 +188,6 @@ class SupernetSearch(SearchAlgorithm):
         return metrics
 
     # -- derivation ---------------------------------------------------------------
-    def selected_weights(self) -> dict[str, torch.Tensor]:
-        """What the final architecture is read from: the probabilities, with the selection's decisions."""
-        probabilities = self.probabilities()
-        return probabilities if self.selection is None else self.selection.weights(probabilities)
-
     def derive(self) -> SearchResult:
         return SearchResult(self.space.derive(self.selected_weights()),
                             {"lr": self.training.lr, "weight_decay": self.training.weight_decay})
