@@ -1,7 +1,7 @@
 """Data-parallel scaling of a search step, and the cost of running a search as a Ray Tune trial.
 
     .venv/bin/python benchmarks/ddp_scaling.py [--algorithms autohas gdas darts drnas] [--steps 30]
-                                               [--tune-epochs 100] [--skip-tune]
+                                               [--tune-epochs 100] [--skip-tune] [--skip-scaling]
 
 1. Step throughput with 1 and 2 workers at the same global batch: the 2
    workers are gloo processes (torch.multiprocessing, no Ray) with one thread
@@ -9,9 +9,12 @@
    sharding buys on 2 cores. Also the collectives and payload bytes per step
    (raysearch.distributed counts them).
 2. Tune overhead: the same search (configs/autohas_nb201_digits.yaml, one
-   worker) timed as a plain SearchLoop and as a Tune trial on an already
-   started Ray (trainables/search.py: reports and checkpoints every epoch),
-   side by side in one run; the goal is <= 5% for a search of about a minute.
+   worker) timed as a plain SearchLoop, in its own process (as a script a
+   user runs: interpreter, imports, data, epochs, what the trial's actor
+   does too) and warm in this process (the epochs alone), and as a Tune
+   trial on an already started Ray (trainables/search.py: reports and
+   checkpoints every epoch), side by side in one run; the goal is <= 5% for
+   a search of about a minute.
 """
 
 from __future__ import annotations
@@ -93,13 +96,36 @@ def scaling(algorithms: list[str], steps: int) -> None:
               f"{BATCH / two:12.0f} {calls:12d} {sent / 1024:9.1f}")
 
 
+COLD_PLAIN = """
+import sys, time
+sys.path.insert(0, {root!r})
+import torch
+from raysearch.config import load_config
+from raysearch.data import load_splits
+from raysearch.search import SearchLoop
+torch.set_num_threads(1)
+loop = SearchLoop.from_config(load_config({config!r}, {overrides!r}), load_splits(load_config({config!r}).data))
+while not loop.done:
+    loop.run_epoch()
+"""
+
+
 def tune_overhead(epochs: int) -> None:
+    """The search as a Tune trial against the plain loop, warm (in this process, data loaded: the epochs
+    alone) and cold (its own process: interpreter, imports, data, epochs), as the trial's actor starts."""
+    import subprocess
+
     import ray
     from ray import tune
 
     from trainables.search import search_trainable
 
-    config = load_config(ROOT / "configs" / "autohas_nb201_digits.yaml", [f"search.epochs={epochs}"])
+    path, overrides = ROOT / "configs" / "autohas_nb201_digits.yaml", [f"search.epochs={epochs}"]
+    config = load_config(path, overrides)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", COLD_PLAIN.format(root=str(ROOT), config=str(path), overrides=overrides)],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cold = time.perf_counter() - started
     splits = load_splits(config.data)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -121,10 +147,11 @@ def tune_overhead(epochs: int) -> None:
     assert grid[0].metrics["epoch"] == epochs
     inside = grid[0].metrics["time_total_s"]
     print(f"\nTune overhead, {config.name} for {epochs} epochs (1 thread each; Ray already started)")
-    print(f"plain loop            {plain:7.1f} s")
-    print(f"Tune trial (fit)      {trial:7.1f} s   {100 * (trial / plain - 1):+6.1f}%   "
-          "(trial actor start, per-epoch report + checkpoint, shutdown)")
-    print(f"inside the trial      {inside:7.1f} s   {100 * (inside / plain - 1):+6.1f}%   "
+    print(f"plain loop, own process {cold:7.1f} s   (interpreter, imports, data, epochs: what the trial's actor does)")
+    print(f"plain loop, warm        {plain:7.1f} s   (in this process, data loaded: the epochs alone)")
+    print(f"Tune trial (fit)        {trial:7.1f} s   {100 * (trial / cold - 1):+6.1f}% over its own process, "
+          f"{100 * (trial / plain - 1):+6.1f}% over warm   (actor start, imports, data, reports, checkpoints)")
+    print(f"inside the trial        {inside:7.1f} s   {100 * (inside / plain - 1):+6.1f}% over warm   "
           "(the epochs with their reports and checkpoints)")
 
 
@@ -134,8 +161,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tune-epochs", type=int, default=100, help="epochs of the Tune-overhead search (~1 min)")
     parser.add_argument("--skip-tune", action="store_true")
+    parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
-    scaling(args.algorithms, args.steps)
+    if not args.skip_scaling:
+        scaling(args.algorithms, args.steps)
     if not args.skip_tune:
         tune_overhead(args.tune_epochs)
 

@@ -46,9 +46,10 @@ from raysearch.spaces import build_space  # noqa: E402
 
 PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3")
 HARD = "data.dataset=digits_hard"
+ALL_OPS = "space.ops=[none,skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"
 RUNS = {
     "autohas": "autohas_nb201_digits_hard",
-    "autohas, digits settings": f"autohas_nb201_digits:{HARD}",
+    "autohas, digits settings": f"autohas_nb201_digits_hard:{ALL_OPS};search.tau=10;training.warmup_epochs=0",
     "gdas": "gdas_nb201_digits_hard",
     "gdas, digits settings": f"gdas_nb201_digits:{HARD}",
     "gdas + perturbation": "gdas_nb201_digits_hard:search.selection=perturbation",

@@ -54,7 +54,7 @@ def sweep_dict(search=None, **sweep):
 
 BAD = [
     ({"params": {"search.colour": {"choice": [1]}}}, "sweep.params.search.colour: unknown field for autohas; "
-                                                      "accepted: search.batch_size, search.tau"),
+                                                      "accepted: search.batch_size, search.selection"),
     ({"params": {"search.arch_lr": {"choice": [0.1]}}}, "sweep.params.search.arch_lr: unknown field for autohas"),
     ({"params": {"search.tau": {"normal": [1, 2]}}}, "sweep.params.search.tau: expected one of {choice: "),
     ({"params": {"search.tau": 5.0}}, "sweep.params.search.tau: expected one of"),
