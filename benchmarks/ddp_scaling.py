@@ -104,7 +104,8 @@ from raysearch.config import load_config
 from raysearch.data import load_splits
 from raysearch.search import SearchLoop
 torch.set_num_threads(1)
-loop = SearchLoop.from_config(load_config({config!r}, {overrides!r}), load_splits(load_config({config!r}).data))
+config = load_config({config!r}, {overrides!r})
+loop = SearchLoop.from_config(config, load_splits(config.data))
 while not loop.done:
     loop.run_epoch()
 """

@@ -154,7 +154,8 @@ def main() -> None:
         if ray is not None:
             ray.shutdown()
     if not args.no_fixed:
-        print(f"\nfixed cells, {ref_epochs} epochs ({reference.name} training defaults, {', '.join([*RECIPE, *args.recipe])})", flush=True)
+        recipe = ", ".join([*RECIPE, *args.recipe])
+        print(f"\nfixed cells, {ref_epochs} epochs ({reference.name} training defaults, {recipe})", flush=True)
         for name, genotype in CELLS.items():
             accs = [retrain(reference, ref_splits, ref_space, genotype, ref_epochs, seed)[0]
                     for seed in range(args.seeds)]

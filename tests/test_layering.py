@@ -27,13 +27,13 @@ def _is_module(module: str) -> bool:
     return module.split(".")[0] in PROJECT and _path(module).exists()
 
 
-def _imports(node, in_function: bool):
-    """(import node, whether it sits inside a function) for every import under `node`."""
+def _imports(node, function: str):
+    """(import node, the function it sits in or '' at load time) for every import under `node`."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, (ast.Import, ast.ImportFrom)):
-            yield child, in_function
-        yield from _imports(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                                        ast.Lambda)))
+            yield child, function
+        inner = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+        yield from _imports(child, child.name if inner else function)
 
 
 def _names(node) -> list[str]:
@@ -48,14 +48,8 @@ def _names(node) -> list[str]:
 
 def _module_imports(module: str, in_function: bool) -> list[tuple[str, str]]:
     """(imported module, enclosing function or '') of the module's imports at load time, or inside functions."""
-    tree = ast.parse(_path(module).read_text())
-    found = []
-    for node, inside in _imports(tree, False):
-        if inside == in_function:
-            function = next((f.name for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                             and node in ast.walk(f)), "") if inside else ""
-            found.extend((name, function) for name in _names(node))
-    return found
+    return [(name, function) for node, function in _imports(ast.parse(_path(module).read_text()), "")
+            if bool(function) == in_function for name in _names(node)]
 
 
 @functools.cache

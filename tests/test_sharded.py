@@ -32,7 +32,8 @@ CASES = {
     "darts_perturbation": ("darts", {"selection": "perturbation", "tune_epochs": 1}),
     "autohas_perturbation": ("autohas", {"selection": "perturbation", "tune_epochs": 1}),
 }
-SAMPLERS = ("mix", "weight_mix", "relaxed_arch", "_sample_arch", "_sample_hparams")  # where the algorithms draw their samples
+# where the algorithms draw their samples
+SAMPLERS = ("mix", "weight_mix", "relaxed_arch", "_sample_arch", "_sample_hparams")
 RESUMED = "gdas"  # the case also checkpointed by the 2 workers and resumed by 1
 
 

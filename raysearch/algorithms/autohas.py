@@ -267,7 +267,7 @@ class AutoHAS(SearchAlgorithm):
         return {name: self.enc[name] for name in self.arch_names}
 
     def relaxed_arch(self) -> dict[str, torch.Tensor]:
-        return {name: gumbel_hard(self.enc[name], self.options.tau, self.generator)[0] for name in self.arch_names}
+        return self._sample_arch()[0]
 
     def tuning_lr(self) -> tuple[float, float]:
         lr_factor, _, optimizer = self._derived_hparams()
@@ -300,7 +300,7 @@ class AutoHAS(SearchAlgorithm):
             "net": self.net.state_dict(), "rules": [rule.state_dict() for rule in self.rules],
             "encodings": self.enc.state_dict(), "optimizer": self.encoding_optimizer.state_dict(),
             "generator": self.generator.get_state(), "steps": self.steps, "lr_factors": list(self.lr_factors),
-            "selection": None if self.selection is None else self.selection.state_dict(),
+            "selection": self.selection_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -311,5 +311,4 @@ class AutoHAS(SearchAlgorithm):
         self.encoding_optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.steps, self.lr_factors = int(state["steps"]), list(state["lr_factors"])
-        if self.selection is not None:
-            self.selection.load_state_dict(state["selection"])
+        self.load_selection_state(state["selection"])

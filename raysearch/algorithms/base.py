@@ -49,6 +49,14 @@ class SearchAlgorithm(ABC):
         probabilities = self.probabilities()
         return probabilities if self.selection is None else self.selection.weights(probabilities)
 
+    def selection_state(self) -> dict | None:
+        """The selection's part of a checkpoint (None without a selection)."""
+        return None if self.selection is None else self.selection.state_dict()
+
+    def load_selection_state(self, saved: dict | None) -> None:
+        if self.selection is not None:
+            self.selection.load_state_dict(saved)
+
     def end_epoch(self, val_batch) -> dict[str, float]:
         """Hook after every search epoch, with one validation batch; returns extra metrics."""
         return {}

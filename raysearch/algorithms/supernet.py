@@ -208,7 +208,7 @@ class SupernetSearch(SearchAlgorithm):
                 "weight_optimizer": self.weight_optimizer.state_dict(),
                 "encoding_optimizer": self.encoding_optimizer.state_dict(),
                 "generator": self.generator.get_state(), "steps": self.steps, "stopped": self.stopped,
-                "selection": None if self.selection is None else self.selection.state_dict()}
+                "selection": self.selection_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
@@ -217,8 +217,7 @@ class SupernetSearch(SearchAlgorithm):
         self.encoding_optimizer.load_state_dict(state["encoding_optimizer"])
         self.generator.set_state(state["generator"])
         self.steps, self.stopped = int(state["steps"]), bool(state["stopped"])
-        if self.selection is not None:
-            self.selection.load_state_dict(state["selection"])
+        self.load_selection_state(state["selection"])
 
 
 def _metrics(prefix: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
