@@ -1,7 +1,7 @@
 """Data-parallel scaling of a search step, and the cost of running a search as a Ray Tune trial.
 
     .venv/bin/python benchmarks/ddp_scaling.py [--algorithms autohas gdas darts drnas] [--steps 30]
-                                               [--tune-epochs 100] [--skip-tune] [--skip-scaling]
+                                               [--tune-epochs 100] [--repeats 3] [--skip-tune] [--skip-scaling]
 
 1. Step throughput with 1 and 2 workers at the same global batch: the 2
    workers are gloo processes (torch.multiprocessing, no Ray) with one thread
@@ -13,8 +13,8 @@
    user runs: interpreter, imports, data, epochs, what the trial's actor
    does too) and warm in this process (the epochs alone), and as a Tune
    trial on an already started Ray (trainables/search.py: reports and
-   checkpoints every epoch), side by side in one run; the goal is <= 5% for
-   a search of about a minute.
+   checkpoints every epoch), the process and the trial in turn, `--repeats`
+   pairs; the goal is <= 5% for a search of about a minute.
 """
 
 from __future__ import annotations
@@ -111,49 +111,68 @@ while not loop.done:
 """
 
 
-def tune_overhead(epochs: int) -> None:
-    """The search as a Tune trial against the plain loop, warm (in this process, data loaded: the epochs
-    alone) and cold (its own process: interpreter, imports, data, epochs), as the trial's actor starts."""
+def _cold_plain(path: Path, overrides: list[str]) -> float:
     import subprocess
 
-    import ray
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", COLD_PLAIN.format(root=str(ROOT), config=str(path), overrides=overrides)],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return time.perf_counter() - started
+
+
+def _tune_trial(config) -> tuple[float, float]:
+    """(seconds of Tuner.fit, the trial's own time_total_s) of the search as one Tune trial."""
     from ray import tune
 
     from trainables.search import search_trainable
 
+    with tempfile.TemporaryDirectory() as storage:
+        trainable = tune.with_resources(search_trainable, {"cpu": 1})
+        started = time.perf_counter()
+        grid = tune.Tuner(trainable, param_space={"experiment": config.to_dict()},
+                          run_config=tune.RunConfig(storage_path=storage, name="overhead", verbose=0)).fit()
+        fit = time.perf_counter() - started
+    assert grid[0].metrics["epoch"] == config.search.epochs
+    return fit, grid[0].metrics["time_total_s"]
+
+
+def tune_overhead(epochs: int, repeats: int) -> None:
+    """The search as a Tune trial against the plain loop in its own process (interpreter, imports, data,
+    epochs, as the trial's actor starts), in turn `repeats` times so both see the same machine; and warm,
+    in this process with the data loaded (the epochs alone), once."""
+    import ray
+
     path, overrides = ROOT / "configs" / "autohas_nb201_digits.yaml", [f"search.epochs={epochs}"]
     config = load_config(path, overrides)
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", COLD_PLAIN.format(root=str(ROOT), config=str(path), overrides=overrides)],
-                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    cold = time.perf_counter() - started
     splits = load_splits(config.data)
     torch.set_num_threads(1)
     started = time.perf_counter()
     loop = SearchLoop.from_config(config, splits)
     while not loop.done:
         loop.run_epoch()
-    plain = time.perf_counter() - started
+    warm = time.perf_counter() - started
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    with tempfile.TemporaryDirectory() as storage:
-        trainable = tune.with_resources(search_trainable, {"cpu": 1})
-        started = time.perf_counter()
-        grid = tune.Tuner(trainable, param_space={"experiment": config.to_dict()},
-                          run_config=tune.RunConfig(storage_path=storage, name="overhead", verbose=0)).fit()
-        trial = time.perf_counter() - started
+    colds, fits, insides = [], [], []
+    for _ in range(repeats):
+        colds.append(_cold_plain(path, overrides))
+        fit, inside = _tune_trial(config)
+        fits.append(fit)
+        insides.append(inside)
     ray.shutdown()
-    assert grid[0].metrics["epoch"] == epochs
-    inside = grid[0].metrics["time_total_s"]
-    print(f"\nTune overhead, {config.name} for {epochs} epochs (1 thread each; Ray already started)")
-    print(f"plain loop, own process {cold:7.1f} s   (interpreter, imports, data, epochs: what the trial's actor does)")
-    print(f"plain loop, warm        {plain:7.1f} s   (in this process, data loaded: the epochs alone)")
-    print(f"Tune trial (fit)        {trial:7.1f} s   {100 * (trial / cold - 1):+6.1f}% over its own process, "
-          f"{100 * (trial / plain - 1):+6.1f}% over warm   (actor start, imports, data, reports, checkpoints)")
-    print(f"inside the trial        {inside:7.1f} s   {100 * (inside / plain - 1):+6.1f}% over warm   "
-          "(the epochs with their reports and checkpoints)")
+    ratio = statistics.median(f / c for f, c in zip(fits, colds))
+    cold, fit, inside = (statistics.median(x) for x in (colds, fits, insides))
+    print(f"\nTune overhead, {config.name} for {epochs} epochs (1 thread each; Ray already started; "
+          f"medians of {repeats}, run in turn)")
+    print(f"plain loop, own process {cold:7.1f} s   (interpreter, imports, data, epochs: what the trial's actor does)"
+          f"   runs: {' '.join(f'{c:.1f}' for c in colds)}")
+    print(f"Tune trial (fit)        {fit:7.1f} s   {100 * (ratio - 1):+6.1f}% over its own process (median of the "
+          f"pairs)   runs: {' '.join(f'{f:.1f}' for f in fits)}")
+    print(f"plain loop, warm        {warm:7.1f} s   (in this process, data loaded: the epochs alone)")
+    print(f"inside the trial        {inside:7.1f} s   {100 * (inside / warm - 1):+6.1f}% over warm   "
+          "(data, the search, its reports and checkpoints)")
 
 
 def main() -> None:
@@ -161,13 +180,14 @@ def main() -> None:
     parser.add_argument("--algorithms", nargs="+", default=["autohas", "gdas", "darts", "drnas"], choices=CONFIGS)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tune-epochs", type=int, default=100, help="epochs of the Tune-overhead search (~1 min)")
+    parser.add_argument("--repeats", type=int, default=3, help="Tune-overhead pairs (plain process, trial), in turn")
     parser.add_argument("--skip-tune", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
     if not args.skip_scaling:
         scaling(args.algorithms, args.steps)
     if not args.skip_tune:
-        tune_overhead(args.tune_epochs)
+        tune_overhead(args.tune_epochs, args.repeats)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,12 @@ class SearchLoop:
         self.history.append({k: v.tolist() for k, v in self.algorithm.encodings().items()})
         return metrics
 
+    def halt(self) -> None:
+        """Stop the search from another thread: its current epoch raises `raysearch.data.Halted` at the
+        next batch it draws (search and selection steps both draw from the training stream)."""
+        self.train.halt()
+        self.val.halt()
+
     def state_dict(self) -> dict:
         return {"algorithm": self.algorithm.state_dict(), "train": self.train.state_dict(),
                 "val": self.val.state_dict(), "epoch": self.epoch, "history": list(self.history)}

@@ -8,6 +8,15 @@ epoch with a checkpoint holding the whole search state (weights, encodings,
 optimizer states, RNG states, step, stream positions) and `derived.json`,
 the configuration the search selects at that point.
 
+The search runs in a thread of its own and hands each epoch over to the
+trial's thread, which reports it: a function trainable's report returns only
+when the driver calls the trial again, after every callback on the driver has
+seen the result (MLflow's logging, the progress line, Tune's experiment
+snapshot), and that round trip would otherwise stall the search every epoch.
+One epoch is in flight at most; when Tune stops the trial, the search halts
+at its next step (`SearchLoop.halt`), so an early-stopped trial wastes no
+epoch and a reused actor never runs two searches.
+
 With `ray.workers` N > 1 the trial launches a Ray Train TorchTrainer of N
 workers (Train V2: the trainer runs inside the trial, never under the Tuner)
 and the search runs in them, each on its shard of every global batch
@@ -29,22 +38,78 @@ import threading
 import torch
 
 from raysearch.config import ExperimentConfig, from_dict
-from raysearch.data import load_splits
+from raysearch.data import Halted, load_splits
 from raysearch.search import SearchLoop
 from raysearch.training import pick_device
 from trainables.common import checkpoint_state, quiet_ray_logs, report, restore
 
 DERIVED_FILE = "derived.json"
-_POLL_S = 0.5  # how often the trial looks for a report from rank 0 while the workers run
+_POLL_S = 0.5  # how often the trial, waiting for an epoch, checks that the search still runs
 
 
 def epoch_report(loop: SearchLoop, metrics: dict) -> tuple[dict, dict]:
     """(Tune result, checkpoint files) of the epoch the loop just ran."""
     result = loop.algorithm.derive()
-    derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": loop.history,
+    # a copy of the history: the thread that reports it writes it while the search appends the next epoch
+    derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": list(loop.history),
                "labels": loop.algorithm.encoding_labels()}
     return ({**metrics, "epoch": loop.epoch, "search_done": loop.done, "genotype": derived["genotype"]},
             {DERIVED_FILE: derived})
+
+
+def run_epochs(loop: SearchLoop, hand_over=None, extra: dict | None = None) -> None:
+    """Run the loop to its end; after each epoch, `hand_over((metrics + extra, saved state, files))`.
+
+    The state is saved to bytes here, between epochs, so the checkpoint is the epoch's whatever the
+    thread that reports it does meanwhile.
+    """
+    while not loop.done:
+        metrics, files = epoch_report(loop, loop.run_epoch())
+        if hand_over is not None:
+            buffer = io.BytesIO()
+            torch.save(loop.state_dict(), buffer)
+            hand_over(({**metrics, **(extra or {})}, buffer.getvalue(), files))
+
+
+class Producer(threading.Thread):
+    """A daemon thread that runs `target` and keeps the exception it raised (a halt is no error)."""
+
+    def __init__(self, target, name: str):
+        super().__init__(name=name, daemon=True)
+        self.target, self.error = target, None
+
+    def run(self) -> None:
+        try:
+            self.target()
+        except Halted:
+            pass
+        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread by relay()
+            self.error = err
+
+
+def relay(reports, producer: Producer, halt=None) -> None:
+    """Report every epoch the producer puts in `reports` until it has ended, then raise its error.
+
+    When reporting ends first (Tune stops the trial: its report raises SystemExit), `halt` stops the
+    search at its next step and a put waiting for room in `reports` is let through, so the producer
+    ends before the trial does.
+    """
+    try:
+        while True:
+            try:
+                report(*reports.get(timeout=_POLL_S))
+            except queue_module.Empty:
+                if not producer.is_alive() and reports.empty():
+                    break
+    finally:
+        if halt is not None and producer.is_alive():
+            halt()
+            while not reports.empty():
+                reports.get_nowait()
+            producer.join()
+    producer.join()
+    if producer.error is not None:
+        raise producer.error
 
 
 def search_trainable(config: dict) -> None:
@@ -53,14 +118,19 @@ def search_trainable(config: dict) -> None:
     cfg = from_dict(config["experiment"])
     if cfg.ray.workers > 1:
         return _sharded(cfg, config["experiment"])
-    splits = load_splits(cfg.data)
-    loop = SearchLoop.from_config(cfg, splits, pick_device())
+    loop = SearchLoop.from_config(cfg, load_splits(cfg.data), pick_device())
     # 2. continue from the last checkpoint after a failure, pause or restore
     restore(loop)
-    # 3. epochs (search, then selection): derive, report with a checkpoint
-    while not loop.done:
-        metrics, files = epoch_report(loop, loop.run_epoch())
-        report(metrics, loop.state_dict(), files)
+    # 3. epochs (search, then selection), each reported with a checkpoint
+    run_and_report(loop)
+
+
+def run_and_report(loop: SearchLoop) -> None:
+    """The loop's epochs in a thread of their own, reported from this one as they end."""
+    reports = queue_module.Queue(maxsize=1)
+    producer = Producer(lambda: run_epochs(loop, reports.put), "raysearch-search")
+    producer.start()
+    relay(reports, producer, loop.halt)
 
 
 def shard_worker(train_config: dict) -> None:
@@ -80,12 +150,8 @@ def shard_worker(train_config: dict) -> None:
     loop = SearchLoop.from_config(cfg, load_splits(cfg.data), ray.train.torch.get_device(), dist)
     if train_config["state"] is not None:  # the trial's last checkpoint, the same on every rank
         loop.load_state_dict(train_config["state"])
-    while not loop.done:
-        metrics, files = epoch_report(loop, loop.run_epoch())
-        if dist.rank == 0:  # every rank holds the same state; rank 0 hands it over, saved for the CPU
-            buffer = io.BytesIO()
-            torch.save(loop.state_dict(), buffer)
-            train_config["reports"].put(({**metrics, **group}, buffer.getvalue(), files))
+    # every rank holds the same state; rank 0 hands it over to the trial
+    run_epochs(loop, train_config["reports"].put if dist.rank == 0 else None, group)
 
 
 def _state_api_up() -> bool:
@@ -139,22 +205,6 @@ def _sharded(cfg: ExperimentConfig, experiment: dict) -> None:
                              failure_config=FailureConfig(max_failures=0),
                              logging_config=LoggingConfig(log_level="WARNING")),  # no worker-group lines per trial
     )
-    failure: list[BaseException] = []
-
-    def fit():
-        try:
-            trainer.fit()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread below
-            failure.append(err)
-
-    runner = threading.Thread(target=fit, name="raysearch-shards", daemon=True)
+    runner = Producer(trainer.fit, "raysearch-shards")
     runner.start()
-    while True:
-        try:
-            report(*reports.get(timeout=_POLL_S))
-        except queue_module.Empty:
-            if not runner.is_alive() and reports.empty():
-                break
-    runner.join()
-    if failure:
-        raise failure[0]
+    relay(reports, runner)  # a stopped trial's workers go with their placement group (ReleaseShards)

@@ -2,6 +2,6 @@
 
 from raysearch.data.datasets import DATASETS, DatasetNotFoundError, check_available
 from raysearch.data.splits import DataConfig, Splits, load_splits
-from raysearch.data.stream import BatchStream
+from raysearch.data.stream import BatchStream, Halted
 
-__all__ = ["DATASETS", "BatchStream", "DataConfig", "DatasetNotFoundError", "Splits", "check_available", "load_splits"]
+__all__ = ["DATASETS", "BatchStream", "DataConfig", "DatasetNotFoundError", "Halted", "Splits", "check_available", "load_splits"]

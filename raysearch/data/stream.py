@@ -11,6 +11,10 @@ from __future__ import annotations
 import torch
 
 
+class Halted(Exception):
+    """A halted stream was asked for a batch: the search that reads it stops at its next step."""
+
+
 class BatchStream:
     """Endless shuffled batches of (x, y); drops the last partial batch of a pass.
 
@@ -33,6 +37,7 @@ class BatchStream:
         self.consumed = 0
         self._order = None
         self._order_pass = -1
+        self.halted = False  # set from another thread by halt()
 
     def _permutation(self, p: int) -> torch.Tensor:
         if p != self._order_pass:
@@ -43,7 +48,14 @@ class BatchStream:
     def __iter__(self):
         return self
 
+    def halt(self) -> None:
+        """Make the next batch raise Halted, so a search running in another thread stops within one step
+        with the batch count it had (the state of its last whole epoch is what a checkpoint holds)."""
+        self.halted = True
+
     def __next__(self):
+        if self.halted:
+            raise Halted(f"the stream was halted after {self.consumed} batches")
         p, k = divmod(self.consumed, self.batches_per_pass)
         start = k * self.batch_size + self.shard_start
         idx = self._permutation(p)[start : start + self.shard_size]
