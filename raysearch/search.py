@@ -10,7 +10,7 @@ import torch
 from raysearch.algorithms import ALGORITHMS, SearchAlgorithm
 from raysearch.algorithms.selection import selection_epochs
 from raysearch.config import ExperimentConfig
-from raysearch.data import BatchStream, Splits
+from raysearch.data import BatchStream, Halted, Splits
 from raysearch.distributed import LOCAL
 from raysearch.spaces import build_space
 
@@ -61,6 +61,8 @@ class SearchLoop:
     def run_epoch(self) -> dict[str, float]:
         """One search epoch (a pass over search-train) or one selection epoch; returns epoch means
         (over ranks too) plus full search-val metrics of the derived architecture."""
+        if self.halted:
+            raise Halted(f"halted before epoch {self.epoch + 1}")
         if self.searching:
             sums: dict[str, float] = {}
             for _ in range(self.train.batches_per_pass):
@@ -81,9 +83,14 @@ class SearchLoop:
 
     def halt(self) -> None:
         """Stop the search from another thread: its current epoch raises `raysearch.data.Halted` at the
-        next batch it draws (search and selection steps both draw from the training stream)."""
+        next batch it draws (search and selection steps both draw from the training stream), the next
+        epoch at its start (a selection's last round draws none)."""
         self.train.halt()
         self.val.halt()
+
+    @property
+    def halted(self) -> bool:
+        return self.train.halted
 
     def state_dict(self) -> dict:
         return {"algorithm": self.algorithm.state_dict(), "train": self.train.state_dict(),

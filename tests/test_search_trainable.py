@@ -27,12 +27,13 @@ def test_a_halted_loop_raises_at_its_next_batch_and_keeps_its_last_epoch(digits)
     with pytest.raises(Halted):
         loop.run_epoch()
     assert loop.epoch == 1 and loop.train.consumed == consumed and len(loop.history) == 1
+    assert loop.halted  # and the next epoch raises at its start, before any batch (a last selection round draws none)
 
 
-def test_the_search_runs_its_next_epoch_while_the_trial_reports_the_last(digits, monkeypatch):
+def test_the_search_runs_its_next_epoch_while_the_trial_reports_the_last_and_no_further(digits, monkeypatch):
     loop = _loop(digits, 3)
     per_epoch = loop.train.batches_per_pass
-    reported, overlapped = [], []
+    reported, overlapped, ahead = [], [], []
 
     def report(metrics, state, files):
         # Tune's report waits for the driver; meanwhile the search must be drawing the next epoch's batches.
@@ -41,11 +42,13 @@ def test_the_search_runs_its_next_epoch_while_the_trial_reports_the_last(digits,
             while loop.train.consumed <= metrics["epoch"] * per_epoch and time.monotonic() < deadline:
                 time.sleep(0.001)
             overlapped.append(loop.train.consumed > metrics["epoch"] * per_epoch)
+            time.sleep(1.0)  # time to end the next epoch; the one after must wait for this report
+            ahead.append(loop.train.consumed <= (metrics["epoch"] + 1) * per_epoch)
         reported.append((metrics["epoch"], torch.load(io.BytesIO(state), weights_only=False), files))
 
     monkeypatch.setattr(search_trial, "report", report)
     search_trial.run_and_report(loop)
-    assert [epoch for epoch, _, _ in reported] == [1, 2, 3] and overlapped == [True, True]
+    assert [epoch for epoch, _, _ in reported] == [1, 2, 3] and overlapped == ahead == [True, True]
     for epoch, state, files in reported:  # each checkpoint is its own epoch's, whatever ran after it
         assert set(state) == STATE_KEYS and state["epoch"] == epoch and len(state["history"]) == epoch
         assert state["train"]["consumed"] == epoch * per_epoch

@@ -13,9 +13,10 @@ trial's thread, which reports it: a function trainable's report returns only
 when the driver calls the trial again, after every callback on the driver has
 seen the result (MLflow's logging, the progress line, Tune's experiment
 snapshot), and that round trip would otherwise stall the search every epoch.
-One epoch is in flight at most; when Tune stops the trial, the search halts
-at its next step (`SearchLoop.halt`), so an early-stopped trial wastes no
-epoch and a reused actor never runs two searches.
+The search runs one epoch ahead of Tune at most; when Tune stops the trial,
+the search halts at its next batch (`SearchLoop.halt`), so an early-stopped
+trial wastes only the steps it ran while Tune decided, and a reused actor
+never runs two searches.
 
 With `ray.workers` N > 1 the trial launches a Ray Train TorchTrainer of N
 workers (Train V2: the trainer runs inside the trial, never under the Tuner)
@@ -72,41 +73,33 @@ def run_epochs(loop: SearchLoop, hand_over=None, extra: dict | None = None) -> N
 
 
 class Producer(threading.Thread):
-    """A daemon thread that runs `target` and keeps the exception it raised (a halt is no error)."""
+    """A daemon thread that runs `target`, keeps the exception it raised (a halt is no error) and calls
+    `done` as it ends."""
 
-    def __init__(self, target, name: str):
+    def __init__(self, target, name: str, done=None):
         super().__init__(name=name, daemon=True)
-        self.target, self.error = target, None
+        self.target, self.done, self.error = target, done, None
 
     def run(self) -> None:
         try:
             self.target()
         except Halted:
             pass
-        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread by relay()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread
             self.error = err
+        finally:
+            if self.done is not None:
+                self.done()
 
 
-def relay(reports, producer: Producer, halt=None) -> None:
-    """Report every epoch the producer puts in `reports` until it has ended, then raise its error.
-
-    When reporting ends first (Tune stops the trial: its report raises SystemExit), `halt` stops the
-    search at its next step and a put waiting for room in `reports` is let through, so the producer
-    ends before the trial does.
-    """
-    try:
-        while True:
-            try:
-                report(*reports.get(timeout=_POLL_S))
-            except queue_module.Empty:
-                if not producer.is_alive() and reports.empty():
-                    break
-    finally:
-        if halt is not None and producer.is_alive():
-            halt()
-            while not reports.empty():
-                reports.get_nowait()
-            producer.join()
+def relay(reports, producer: Producer) -> None:
+    """Report every epoch the producer puts in `reports` until it has ended, then raise its error."""
+    while True:
+        try:
+            report(*reports.get(timeout=_POLL_S))
+        except queue_module.Empty:
+            if not producer.is_alive() and reports.empty():
+                break
     producer.join()
     if producer.error is not None:
         raise producer.error
@@ -125,12 +118,44 @@ def search_trainable(config: dict) -> None:
     run_and_report(loop)
 
 
+_END = None  # what the search's thread puts last
+
+
 def run_and_report(loop: SearchLoop) -> None:
-    """The loop's epochs in a thread of their own, reported from this one as they end."""
-    reports = queue_module.Queue(maxsize=1)
-    producer = Producer(lambda: run_epochs(loop, reports.put), "raysearch-search")
+    """The loop's epochs in a thread of their own, reported from this one as they end.
+
+    The search hands an epoch over only once the previous one is reported, so it runs one epoch ahead
+    of Tune at most. When reporting ends first (Tune stops the trial: its report raises SystemExit),
+    the search is halted, and its thread ends at its next batch or hand-over before the trial does.
+    """
+    epochs = queue_module.Queue()
+
+    def hand_over(item):
+        epochs.join()  # the previous epoch is reported
+        if loop.halted:
+            raise Halted("the trial stopped")
+        epochs.put(item)
+
+    producer = Producer(lambda: run_epochs(loop, hand_over), "raysearch-search", done=lambda: epochs.put(_END))
     producer.start()
-    relay(reports, producer, loop.halt)
+    try:
+        while (item := epochs.get()) is not _END:
+            try:
+                report(*item)
+            finally:
+                epochs.task_done()
+    finally:
+        if producer.is_alive():
+            loop.halt()
+            while producer.is_alive():  # a hand-over waiting for room goes through, and sees the halt
+                try:
+                    epochs.get(timeout=0.05)
+                    epochs.task_done()
+                except queue_module.Empty:
+                    pass
+        producer.join()
+    if producer.error is not None:
+        raise producer.error
 
 
 def shard_worker(train_config: dict) -> None:
