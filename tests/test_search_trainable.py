@@ -55,6 +55,7 @@ def test_the_search_runs_its_next_epoch_while_the_trial_reports_the_last_and_no_
         assert len(files[search_trial.DERIVED_FILE]["history"]) == epoch
 
 
+@pytest.mark.timeout(120)  # a search the stop does not halt hangs its trial: fail soon, not at 900 s
 def test_a_trial_stopped_by_tune_halts_its_search_within_a_step(digits, monkeypatch):
     loop = _loop(digits, 50)
 

@@ -43,7 +43,7 @@ def report(metrics: dict, state: dict | bytes, files: dict[str, object] | None =
         else:
             torch.save(state, Path(folder) / STATE_FILE)
         for name, content in (files or {}).items():
-            (Path(folder) / name).write_text(json.dumps(content))  # no indent: json encodes indented output in Python
+            (Path(folder) / name).write_text(json.dumps(content))  # no indent: json's C encoder takes none (indented is pure Python)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 

@@ -58,51 +58,55 @@ def epoch_report(loop: SearchLoop, metrics: dict) -> tuple[dict, dict]:
             {DERIVED_FILE: derived})
 
 
-def run_epochs(loop: SearchLoop, hand_over=None, extra: dict | None = None) -> None:
+def run_epochs(loop: SearchLoop, hand_over=None, **extra) -> None:
     """Run the loop to its end; after each epoch, `hand_over((metrics + extra, saved state, files))`.
 
-    The state is saved to bytes here, between epochs, so the checkpoint is the epoch's whatever the
-    thread that reports it does meanwhile.
+    Without `hand_over` (the ranks but 0 of a sharded search: every rank holds the same state) the
+    epochs are only run. The state is saved to bytes here, between epochs, so the checkpoint is the
+    epoch's whatever the thread that reports it does meanwhile.
     """
     while not loop.done:
-        metrics, files = epoch_report(loop, loop.run_epoch())
+        metrics = loop.run_epoch()
         if hand_over is not None:
+            result, files = epoch_report(loop, metrics)
             buffer = io.BytesIO()
             torch.save(loop.state_dict(), buffer)
-            hand_over(({**metrics, **(extra or {})}, buffer.getvalue(), files))
+            hand_over(({**result, **extra}, buffer.getvalue(), files))
 
 
 class Producer(threading.Thread):
-    """A daemon thread that runs `target`, keeps the exception it raised (a halt is no error) and calls
-    `done` as it ends."""
+    """A daemon thread that runs `target` and keeps the exception it raised (a halt is no error)."""
 
-    def __init__(self, target, name: str, done=None):
+    def __init__(self, target, name: str):
         super().__init__(name=name, daemon=True)
-        self.target, self.done, self.error = target, done, None
+        self.target, self.error = target, None
 
     def run(self) -> None:
         try:
             self.target()
         except Halted:
             pass
-        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread
+        except BaseException as err:  # noqa: BLE001 - re-raised in the trial's thread by finish()
             self.error = err
-        finally:
-            if self.done is not None:
-                self.done()
+
+    def finish(self) -> None:
+        """Wait for the thread to end, then raise the exception it raised, if any."""
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def relay(reports, producer: Producer) -> None:
-    """Report every epoch the producer puts in `reports` until it has ended, then raise its error."""
+    """Report every epoch the sharded search's rank 0 puts in `reports` until `producer` (the Train
+    fit) has ended, then raise its error. It polls instead of waiting for an end marker: workers that
+    die put none, and after a stop the trial no longer reads one."""
     while True:
         try:
             report(*reports.get(timeout=_POLL_S))
         except queue_module.Empty:
             if not producer.is_alive() and reports.empty():
                 break
-    producer.join()
-    if producer.error is not None:
-        raise producer.error
+    producer.finish()
 
 
 def search_trainable(config: dict) -> None:
@@ -126,36 +130,34 @@ def run_and_report(loop: SearchLoop) -> None:
 
     The search hands an epoch over only once the previous one is reported, so it runs one epoch ahead
     of Tune at most. When reporting ends first (Tune stops the trial: its report raises SystemExit),
-    the search is halted, and its thread ends at its next batch or hand-over before the trial does.
+    the search is halted before its waiting hand-over goes through, so its thread ends at its next
+    epoch or batch, before the trial does.
     """
-    epochs = queue_module.Queue()
+    epochs = queue_module.Queue()  # unbounded: a hand-over waits in join(), never in a put
 
-    def hand_over(item):
+    def hand_over(item) -> None:
         epochs.join()  # the previous epoch is reported
-        if loop.halted:
-            raise Halted("the trial stopped")
         epochs.put(item)
 
-    producer = Producer(lambda: run_epochs(loop, hand_over), "raysearch-search", done=lambda: epochs.put(_END))
+    def search() -> None:
+        try:
+            run_epochs(loop, hand_over)
+        finally:
+            epochs.put(_END)
+
+    producer = Producer(search, "raysearch-search")
     producer.start()
     try:
         while (item := epochs.get()) is not _END:
-            try:
-                report(*item)
-            finally:
-                epochs.task_done()
+            report(*item)
+            epochs.task_done()
     finally:
-        if producer.is_alive():
-            loop.halt()
-            while producer.is_alive():  # a hand-over waiting for room goes through, and sees the halt
-                try:
-                    epochs.get(timeout=0.05)
-                    epochs.task_done()
-                except queue_module.Empty:
-                    pass
+        # The one item taken and not done (the end, or the epoch whose report raised) is done only
+        # after the halt, so a hand-over waiting for it sees the halt at its search's next epoch.
+        loop.halt()  # no-op for a search that has ended
+        epochs.task_done()
         producer.join()
-    if producer.error is not None:
-        raise producer.error
+    producer.finish()  # the search's error, unless Tune's stop is already on its way up
 
 
 def shard_worker(train_config: dict) -> None:
@@ -175,8 +177,7 @@ def shard_worker(train_config: dict) -> None:
     loop = SearchLoop.from_config(cfg, load_splits(cfg.data), ray.train.torch.get_device(), dist)
     if train_config["state"] is not None:  # the trial's last checkpoint, the same on every rank
         loop.load_state_dict(train_config["state"])
-    # every rank holds the same state; rank 0 hands it over to the trial
-    run_epochs(loop, train_config["reports"].put if dist.rank == 0 else None, group)
+    run_epochs(loop, train_config["reports"].put if dist.rank == 0 else None, **group)
 
 
 def _state_api_up() -> bool:
