@@ -1,7 +1,7 @@
 """The black-box baselines side by side at the same budget on digits.
 
     .venv/bin/python benchmarks/baselines_digits.py [--budget-epochs 100] [--epochs 10] [--seed 0]
-                                                    [--methods random,asha,bohb,rea,rank_nosh]
+                                                    [--methods random,asha,bohb,tpe,rea,rank_nosh]
 
 Runs `configs/<method>_nb201_digits.yaml` for each method in one local Ray,
 with the same trial-epoch budget, trial length and seed, each retraining its
@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import raysearch  # noqa: E402
+from raysearch.baselines import BASELINES  # noqa: E402
 
-METHODS = ("random", "asha", "bohb", "rea", "rank_nosh")
+METHODS = tuple(BASELINES)
 
 
 def main() -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import re
 import statistics
 import sys
@@ -60,7 +58,7 @@ RUNS = {
     "drnas": f"drnas_nb201_digits:{HARD}",
     "drnas progressive": f"drnas_progressive_nb201_digits:{HARD}",
     "sdarts_rs": f"sdarts_rs_nb201_digits:{HARD}",
-    **{name: f"{name}_nb201_digits:{HARD}" for name in ("random", "asha", "bohb", "rea", "rank_nosh")},
+    **{name: f"{name}_nb201_digits:{HARD}" for name in ("random", "asha", "bohb", "tpe", "rea", "rank_nosh")},
 }
 
 
@@ -117,7 +115,6 @@ def main() -> None:
     ref_splits = load_splits(reference.data)
     ref_space = build_space(reference.space, ref_splits.shape)
     ref_epochs = reference.retrain_epochs
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     scratch = Path(tempfile.mkdtemp(prefix="quality-digits-hard-"))
     ray = None
     report = {"runs": {}, "fixed": {}, "threads": torch.get_num_threads()}
@@ -130,10 +127,12 @@ def main() -> None:
                 config = load_config(ROOT / "configs" / f"{name}.yaml", [*(o for o in rest.split(";") if o),
                                                                          f"seed={seed}"])
                 if config.search.algorithm in BASELINES:
-                    if ray is None:
+                    if ray is None:  # one local Ray for every baseline, started as `raysearch run` starts it
                         import ray
 
-                        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+                        from raysearch.runner import start_ray
+
+                        start_ray(config, None)
                     seconds, genotype, test = baseline(config, scratch / f"{name}-{seed}")
                 else:
                     seconds, genotype, test = differentiable(config)

@@ -30,6 +30,7 @@ from tests.helpers import ROOT, KillOnce
 BUDGET = {"epochs": 3, "budget_epochs": 12, "max_concurrent": 1, "lr_range": [0.05, 1e6]}
 OWN = {  # each baseline's own options, small enough for a test
     "random": {}, "asha": {"grace_period": 1}, "bohb": {"reduction_factor": 3},
+    "tpe": {"startup_trials": 2},  # TPE's model suggests the last two of the four trials
     "rea": {"population": 6, "sample_size": 2, "budget_epochs": 18, "lr_range": [0.05, 1e8]},
     # fewer divergent proposals, and budget for a second promotion besides the killed trial's (epoch 2 is
     # only ever reached by a promoted trial, so the killed one is always a paused-and-resumed one too)
@@ -131,6 +132,19 @@ def test_common_option_errors(search, message):
 def test_rank_nosh_option_errors(search, message):
     with pytest.raises(ConfigError, match=message):
         baseline_config("rank_nosh", **search)
+
+
+def test_tpe_options_reach_optunas_sampler():
+    from raysearch.baselines.sweep import tpe
+    from raysearch.joint import JointSpace
+    from raysearch.spaces import build_space
+
+    config = baseline_config("tpe", startup_trials=3, multivariate=True)
+    options = config.search.options
+    parts = tpe(config, JointSpace(build_space(config.space), options.lr_range, options.weight_decay_range))
+    sampler = parts.search_alg._sampler
+    assert (sampler._n_startup_trials, sampler._multivariate) == (3, True)
+    assert parts.num_samples == BUDGET["budget_epochs"] // BUDGET["epochs"] and parts.max_concurrent == 1
 
 
 def test_rank_nosh_default_levels_follow_the_trial_length():

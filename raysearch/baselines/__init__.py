@@ -50,6 +50,12 @@ class BOHBConfig(BaselineConfig):
 
 
 @dataclass(frozen=True)
+class TPEConfig(BaselineConfig):
+    startup_trials: int = spec(10, ge=1)  # random configurations before TPE models the results (Optuna's default)
+    multivariate: bool = False  # one joint density over all dimensions, not one per dimension (Optuna's default: no)
+
+
+@dataclass(frozen=True)
 class REAConfig(BaselineConfig):
     population: int = spec(20, ge=2)  # configurations alive; the first `population` are random
     sample_size: int = spec(5, ge=1)  # tournament size when picking a parent to mutate
@@ -98,6 +104,7 @@ BASELINES = Registry("baseline", {
     "random": BaselineEntry(BaselineConfig, "random_search"),
     "asha": BaselineEntry(ASHAConfig, "asha"),
     "bohb": BaselineEntry(BOHBConfig, "bohb"),
+    "tpe": BaselineEntry(TPEConfig, "tpe"),
     "rea": BaselineEntry(REAConfig, "regularized_evolution"),
     "rank_nosh": BaselineEntry(RankNoshConfig, "rank_nosh"),
 })

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 
 import ConfigSpace
+import optuna
 import ray
 import torch
 from ray import tune
@@ -22,6 +23,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandForBOHB
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.bohb import TuneBOHB
+from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from raysearch.baselines.pyramid import RankNosh
@@ -162,6 +164,19 @@ def bohb(config, joint: JointSpace) -> TuneParts:
     searcher, scheduler = bohb_parts(joint.dims, config.seed, config.search.epochs, options.reduction_factor,
                                      options.max_concurrent)
     return TuneParts(searcher, scheduler, {})
+
+
+def tpe(config, joint: JointSpace) -> TuneParts:
+    """Optuna's TPE through Ray's OptunaSearch, every trial trained fully, as most HPO users would run it."""
+    options = config.search.options
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study and trial on the console
+    sampler = optuna.samplers.TPESampler(n_startup_trials=options.startup_trials,
+                                         multivariate=options.multivariate, seed=config.seed)
+    # Optuna's own distributions: given Tune domains, OptunaSearch converts them too, but warns on the console.
+    space = OptunaSearch.convert_search_space(to_tune(joint))
+    searcher = OptunaSearch(space, metric=METRIC, mode=MODE, sampler=sampler)
+    return TuneParts(searcher, FIFOScheduler(), {}, num_samples=options.budget_epochs // config.search.epochs,
+                     max_concurrent=options.max_concurrent)
 
 
 def regularized_evolution(config, joint: JointSpace) -> TuneParts:
