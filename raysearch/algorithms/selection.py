@@ -112,7 +112,12 @@ def selection_epochs(space, options) -> int:
     """Epochs a selection adds after the search epochs."""
     if options.selection != "perturbation":
         return 0
-    return (len(plan(space, 0)) - 1) * options.tune_epochs + 1
+    return _epochs(len(plan(space, 0)), options.tune_epochs)
+
+
+def _epochs(rounds: int, tune_epochs: int) -> int:
+    """Epochs of `rounds` decision rounds `tune_epochs` apart (the last round tunes nothing after it)."""
+    return (rounds - 1) * tune_epochs + 1
 
 
 class Perturbation:
@@ -129,7 +134,7 @@ class Perturbation:
 
     @property
     def epochs(self) -> int:
-        return (len(self.plan) - 1) * self.tune_epochs + 1
+        return _epochs(len(self.plan), self.tune_epochs)
 
     def weights(self, probabilities: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The probabilities with every decided row replaced by its decision (differentiable in the rest)."""
