@@ -26,7 +26,7 @@ from raysearch.search import SearchLoop  # noqa: E402
 
 def main() -> None:
     torch.set_num_threads(1)
-    names = sys.argv[1:] or [p.stem for p in sorted((ROOT / "configs").glob("*_digits.yaml"))
+    names = sys.argv[1:] or [p.stem for p in sorted((ROOT / "configs").glob("*_digits.yaml")) if not p.stem.startswith("compare_")
                              if not p.stem.startswith("sweep_")]
     for name in names:
         config = load_config(ROOT / "configs" / f"{name}.yaml")

@@ -1,4 +1,5 @@
-"""The `raysearch` command: a thin layer over raysearch.load_config / run / sweep / resume.
+"""The `raysearch` command: a thin layer over raysearch.load_config / run / sweep / resume and
+raysearch.compare.
 
 Exit codes: 0 success, 1 a trial failed, 2 bad input (config, flag, data path).
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
+from raysearch.compare.config import STATE_FILE as COMPARISON_STATE, load_comparison
 from raysearch.config import ConfigError, check_command, load_config
 from raysearch.data import DatasetNotFoundError, check_available
 from raysearch.preflight import check_config
@@ -31,11 +34,44 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-dir", help="run directory (default runs/<experiment>-<timestamp>)")
         cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
         cmd.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
-    with_config(sub.add_parser("validate", help="check a config and its data without running anything"))
-    resume = sub.add_parser("resume", help="continue an interrupted run from its trials' last checkpoints")
-    resume.add_argument("run_dir", help="the run directory printed by `raysearch run`")
+    cmd = with_config(sub.add_parser("compare", help="run differentiable searches and baselines at an equal "
+                                                       "budget, retrain their choices and compare them"))
+    cmd.add_argument("--output-dir", help="run directory (default runs/<comparison>-<timestamp>)")
+    cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
+    cmd.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    with_config(sub.add_parser("validate", help="check a config (or a comparison) and its data without running "
+                                                "anything"))
+    resume = sub.add_parser("resume", help="continue an interrupted run, sweep or comparison")
+    resume.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
     resume.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    report = sub.add_parser("report", help="print a finished comparison's table and re-render its plots from "
+                                           "its Parquet file (nothing runs)")
+    report.add_argument("run_dir", help="the run directory printed by `raysearch compare`")
     return parser
+
+
+def _is_comparison(path: str) -> bool:
+    """A comparison config names `methods:`; an experiment config does not."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(open(path))
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports the problem
+    return isinstance(data, dict) and "methods" in data
+
+
+def _report(run_dir: str) -> int:
+    from raysearch.compare.report import render
+
+    try:
+        text, files = render(run_dir)
+    except FileNotFoundError as err:
+        print(f"raysearch: error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"raysearch: wrote {', '.join(f.name for f in files)} in {run_dir}", file=sys.stderr)
+    return 0
 
 
 def _run_or_resume(args) -> int:
@@ -45,8 +81,16 @@ def _run_or_resume(args) -> int:
     # SIGTERM unwinds like Ctrl-C, so the run's `finally` ends MLflow runs and stops the Ray it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        if args.command == "resume":
+        if args.command == "resume" and (Path(args.run_dir) / COMPARISON_STATE).exists():
+            from raysearch.compare.run import resume_comparison
+
+            summary = resume_comparison(args.run_dir, args.address)
+        elif args.command == "resume":
             summary = resume(args.run_dir, args.address)
+        elif args.command == "compare":
+            from raysearch.compare.run import compare
+
+            summary = compare(args.config_obj, args.output_dir, args.tracking_uri, args.address)
         else:
             start = sweep if args.command == "sweep" else run
             summary = start(args.config_obj, args.output_dir, args.tracking_uri, args.address)
@@ -70,6 +114,14 @@ def _run_or_resume(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "report":
+        return _report(args.run_dir)
+    if args.command in ("compare", "validate") and _is_comparison(args.config):
+        return _comparison(args)
+    if args.command == "compare":
+        print(f"raysearch: error: {args.config} is an experiment, not a comparison (it names no `methods:`); "
+              "run it with `raysearch run`, or see configs/compare_digits.yaml", file=sys.stderr)
+        return 2
     if args.command != "resume":
         try:
             args.config_obj = load_config(args.config, args.overrides)
@@ -88,6 +140,25 @@ def main(argv=None) -> int:
         sweep = "" if c.sweep is None else (f"; `raysearch sweep`: {c.sweep.num_samples} searches over "
                                             f"{', '.join(p.field for p in c.sweep.params)}")
         print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset}{sweep})")
+        return 0
+    return _run_or_resume(args)
+
+
+def _comparison(args) -> int:
+    """`compare` or `validate` of a comparison config: load and check every method first."""
+    try:
+        args.config_obj = comparison = load_comparison(args.config, args.overrides)
+        for method in comparison.methods:
+            config = comparison.experiment(method, 0)
+            check_available(config.data.dataset, config.data.root)
+            check_config(config)
+    except (ConfigError, DatasetNotFoundError) as err:
+        print(f"raysearch: error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        c = comparison.compare
+        print(f"{args.config}: valid (comparison of {', '.join(comparison.methods)}: {c.seeds} seeds, "
+              f"{c.budget_seconds:g} s each)")
         return 0
     return _run_or_resume(args)
 

@@ -43,6 +43,7 @@ class SpaceConfig:
 class RetrainConfig:
     enabled: bool = True  # retrain the derived configuration from scratch and test it
     epochs: int | None = spec(None, ge=1)  # retraining epochs; null = search.epochs
+    batch_size: int | None = spec(None, ge=1)  # retraining mini-batch size; null = search.batch_size
 
 
 
@@ -77,6 +78,7 @@ class SearchConfig:
     algorithm: str = spec("autohas", choices=SEARCH_OPTIONS)  # a search in ALGORITHMS or a baseline in BASELINES
     epochs: int = spec(30, ge=1)  # search epochs (passes over search-train); baselines: epochs per trial
     batch_size: int = spec(64, ge=1)  # mini-batch size for search and retraining
+    budget_seconds: float | None = spec(None, gt=0.0)  # wall-clock cap of the search phase; null = none
     options: typing.Any = None  # the algorithm's config dataclass, built from the remaining keys
 
 
@@ -87,6 +89,7 @@ UNSWEPT = {  # fields that are not meta-hyper-parameters of one search, and why
     "search.algorithm": "every search of a sweep runs the config's algorithm",
     "search.epochs": "it is the fidelity ASHA and BOHB cut; set it once under search",
     "space.name": "the space's other fields depend on it",
+    "search.budget_seconds": "it caps the whole sweep's wall time; set it once under search",
 }
 
 
@@ -158,6 +161,10 @@ class ExperimentConfig:
     @property
     def retrain_epochs(self) -> int:
         return self.retrain.epochs or self.search.epochs
+
+    @property
+    def retrain_batch_size(self) -> int:
+        return self.retrain.batch_size or self.search.batch_size
 
 
 def _lists(value):
@@ -305,7 +312,7 @@ def _check_workers(config: ExperimentConfig) -> None:
                           f"ray.workers = {workers} (every worker takes an equal shard of each batch)")
 
 
-def _apply_override(data: dict, assignment: str) -> None:
+def apply_override(data: dict, assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. search.epochs=5")
@@ -322,17 +329,23 @@ def _apply_override(data: dict, assignment: str) -> None:
                           "whole assignment in the shell, e.g. --set 'space.ops=[skip_connect, nor_conv_3x3]'") from None
 
 
-def load_config(path, overrides=()) -> ExperimentConfig:
-    """Load a YAML experiment, apply `KEY=VALUE` overrides (values parsed as YAML), validate."""
+def read_yaml(path, what: str = "config") -> dict:
+    """The mapping a YAML file holds, or a ConfigError starting with `what`."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config: no such file {path}")
+        raise ConfigError(f"{what}: no such file {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{what}: {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {path} must hold a mapping at the top level")
+        raise ConfigError(f"{what}: {path} must hold a mapping at the top level")
+    return data
+
+
+def load_config(path, overrides=()) -> ExperimentConfig:
+    """Load a YAML experiment, apply `KEY=VALUE` overrides (values parsed as YAML), validate."""
+    data = read_yaml(path)
     for assignment in overrides:
-        _apply_override(data, assignment)
+        apply_override(data, assignment)
     return from_dict(data)

@@ -161,7 +161,8 @@ def build_parts(config: ExperimentConfig, space: MetaSpace, max_t: int, limit: i
     search_alg, scheduler, param_space = SWEEPERS[sweep.algorithm](config, space, max_t, limit)
     # A reused actor saves a process start per search; a sharded search's trial launches its own workers.
     return TuneParts(search_alg, scheduler, param_space, num_samples=sweep.num_samples, metric=sweep.metric,
-                     mode=sweep.mode, reuse_actors=config.ray.workers == 1)
+                     mode=sweep.mode, time_budget_s=config.search.budget_seconds,
+                     reuse_actors=config.ray.workers == 1)
 
 
 def _text(value) -> str:

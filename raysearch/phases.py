@@ -37,7 +37,7 @@ from raysearch.training import DIVERGED
 from trainables.common import read_json
 from trainables.search import DERIVED_FILE, search_trainable
 from trainables.sweep import sweep_trainable
-from trainables.train import train_trainable
+from trainables.train import choice_trainable, train_trainable
 
 SEARCH_KEYS = ("train_loss", "val_acc", "derived_val_acc", "lr_factor", "weight_decay", "arch_entropy", "decided")
 SWEEP_KEYS = ("train_loss", "val_acc")
@@ -74,9 +74,10 @@ def _drop_missing_log_warnings(record: logging.LogRecord) -> bool:
 
 
 def fit(trainable, param_space: dict, name: str, storage: str, config: ExperimentConfig, callbacks,
-        restore: bool = False, parts=None):
-    """Run `trainable` under Tune and return the ResultGrid: one trial, or a sweep's `parts`
-    (`raysearch.baselines.sweep.TuneParts`: searcher, scheduler, metric, budget).
+        restore: bool = False, parts=None, time_budget_s: float | None = None):
+    """Run `trainable` under Tune and return the ResultGrid: one trial (Tune stops it at `time_budget_s`
+    wall seconds), or a sweep's `parts` (`raysearch.baselines.sweep.TuneParts`: searcher, scheduler,
+    metric, budget).
 
     Tune keeps results and checkpoints in `storage`/`name`; with `restore`, a
     stored experiment continues with the callbacks, searcher and scheduler
@@ -99,7 +100,7 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
             return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
         except ValueError as err:  # stopped before Tune saved any experiment state
             print(f"raysearch: {name}: nothing to restore ({err}); starting this phase afresh", flush=True)
-    stop, tune_config = None, tune.TuneConfig(num_samples=1)
+    stop, tune_config = None, tune.TuneConfig(num_samples=1, time_budget_s=time_budget_s)
     if parts is not None:
         stop = parts.stop
         if stop is not None:  # listed as a callback too, so Tune saves its state with the experiment
@@ -148,11 +149,14 @@ def _trial_id(result) -> str | None:
     return match.group(1) if match else None
 
 
-def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> None:
-    """Raise unless the phase's single trial ran all its epochs: a trial error, or an interruption."""
+def _finished(result, role: str, epochs: int, rows: list, failed_row: dict, budget_spent: bool = False) -> None:
+    """Raise unless the phase's single trial ran all its epochs (or, `budget_spent`, at least one): a trial
+    error, or an interruption."""
     if result.error is not None:
         rows.append(failed_row)
         raise RunFailed(f"{role} trial failed: {failed_row['error']}")
+    if budget_spent:
+        epochs = 1  # stopped by its time budget: it derives from its last epoch, if it ran one
     if (result.metrics or {}).get("epoch", 0) < epochs:  # Tune returns normally on Ctrl-C
         raise RunInterrupted(f"the {role} trial stopped after epoch {(result.metrics or {}).get('epoch', 0)} "
                              f"of {epochs}")
@@ -160,20 +164,27 @@ def _finished(result, role: str, epochs: int, rows: list, failed_row: dict) -> N
 
 def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
            callbacks: list, artifacts: Path) -> Selected:
-    """A differentiable search: one trial; the configuration it derives at the end."""
-    space, planned = {"experiment": config.to_dict()}, planned_epochs(config)
+    """A differentiable search: one trial; the configuration it derives at the end, or at its last epoch
+    when `search.budget_seconds` stopped it."""
+    space, planned, budget = {"experiment": config.to_dict()}, planned_epochs(config), config.search.budget_seconds
+    started = time.monotonic()
     result = fit(search_trainable, space, "search", storage, config, [
         MlflowCallback(tracker, "search"), ProgressCallback("search", planned, SEARCH_KEYS, "genotype"),
-        *callbacks], restore)[0]
+        *callbacks], restore, time_budget_s=budget)[0]
     # Early stopping ends a search before its planned epochs; a finished search says it is done.
     done = bool((result.metrics or {}).get("search_done"))
+    spent = not done and budget is not None and time.monotonic() - started >= budget
     _finished(result, "search", result.metrics["epoch"] if done else planned, rows,
-              row(config, "search", result, space))
+              row(config, "search", result, space), spent)
     derived = read_json(result.checkpoint, DERIVED_FILE)
     rows.append(row(config, "search", result, space, derived["genotype"], result.metrics["derived_val_acc"],
                     hparams=derived["hparams"]))
+    if spent:
+        print(f"raysearch: the search reached its budget of {budget:g} s after epoch {result.metrics['epoch']} "
+              f"of {planned}; it derives from there", flush=True)
     return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
-                    result.metrics["time_total_s"], result.metrics["trial_id"], _search_files(derived, artifacts))
+                    result.metrics["time_total_s"], result.metrics["trial_id"], _search_files(derived, artifacts),
+                    extra={"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]})
 
 
 def _creation_index(result) -> int:
@@ -193,7 +204,7 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
     options, epochs = config.search.options, config.search.epochs
     joint = JointSpace(build_space(config.space), options.lr_range, options.weight_decay_range)
     parts = BASELINES[config.search.algorithm].build(config, joint)
-    parts = dataclasses.replace(parts, stop=EpochBudget(options.budget_epochs), time_budget_s=options.budget_seconds)
+    parts = dataclasses.replace(parts, stop=EpochBudget(options.budget_epochs), time_budget_s=config.search.budget_seconds)
     trainable = tune.with_parameters(train_trainable, experiment=config.to_dict())
     started = time.monotonic()
     grid = fit(trainable, {**parts.param_space, "epochs": epochs, "holdout": "val"}, "search", storage, config, [
@@ -208,14 +219,20 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
                         (result.metrics or {}).get("val_acc"), hparams=hparams))
     _end_sweep(grid, results, tracker, "trials")
     done = [r for r in results if _error(r) is None and "val_acc" in (r.metrics or {})]
+    budget = config.search.budget_seconds
     if not done:
-        raise RunFailed(f"every one of the {len(results)} sweep trials failed; first: "
-                        f"{next((_error(r) for r in results if r.error), 'no result')}")
+        first = next((_error(r) for r in results if _error(r)), None)
+        if first is None:  # nothing failed: the wall-clock cap came before any trial's first epoch
+            raise RunFailed(f"none of the {len(results)} sweep trials reported an epoch within search.budget_seconds "
+                            f"= {budget:g}" if budget else f"none of the {len(results)} sweep trials reported an epoch")
+        raise RunFailed(f"every one of the {len(results)} sweep trials failed; first: {first}")
     top = max(r.metrics["epoch"] for r in done)
     best = max((r for r in done if r.metrics["epoch"] == top), key=lambda r: r.metrics["val_acc"])
     genotype, hparams = joint.decode(best.config)
-    extra = {"trials": len(results), "failed_trials": len(results) - len(done),
-             "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results)}
+    extra = {  # stopped_at_budget: the sweep ended on its wall time, not on its epochs or its searcher
+             "trials": len(results), "failed_trials": len(results) - len(done),
+             "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results),
+             "stopped_at_budget": budget is not None and seconds >= budget and not parts.stop.stop_all()}
     return Selected(genotype.to_string(), hparams, best.metrics["val_acc"], seconds, best.metrics["trial_id"],
                     extra=extra)
 
@@ -231,7 +248,7 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
              "epochs": config.retrain_epochs, "holdout": "test"}
     # The experiment and a per-step lr list go through Ray's object store, not into every Tune result.
     trainable = tune.with_parameters(train_trainable, experiment=config.to_dict(),
-                                     lr_schedule=selected.hparams["lr"] if per_step else None)
+                                     lr_schedules={space["lr"]: selected.hparams["lr"]} if per_step else None)
     result = fit(trainable, space, "retrain", storage, config, [
         MlflowCallback(tracker, "retrain"), ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS),
         *callbacks], restore)[0]
@@ -240,6 +257,37 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
     rows.append(row(config, "retrain", result, space, selected.genotype, test=result.metrics["test_acc"],
                     hparams=selected.hparams))
     return result
+
+
+def retrain_choices(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, choices: list[tuple],
+                    seeds: list[int], callbacks: list) -> dict[tuple[int, int], dict]:
+    """Retrain every (genotype, hparams) of `choices` with every seed of `seeds`, as many at once as the
+    resources allow, on search-train + search-val, and test them: {(choice index, seed): last result}.
+    `raysearch compare` retrains each method's choices at its budget points this way."""
+    searched = build_space(config.space)
+    schedules, grid = {}, []
+    for index, (genotype, hparams) in enumerate(choices):
+        lr = hparams["lr"]
+        if isinstance(lr, list):  # a search's per-step lr goes through the object store, by name
+            name = f"per-step schedule {index}"
+            schedules[name], lr = lr, name
+        grid.append({"index": index, **searched.to_choices(searched.parse(genotype)), "lr": lr,
+                     "weight_decay": hparams["weight_decay"], "optimizer": hparams.get("optimizer", "sgd")})
+    trainable = tune.with_parameters(choice_trainable, experiment=config.to_dict(), lr_schedules=schedules or None)
+    space = {"choice": tune.grid_search(grid), "seed": tune.grid_search(list(seeds)), "epochs": config.retrain_epochs}
+    grid_results = fit(trainable, space, "retrain", storage, config, [
+        MlflowCallback(tracker, "retrain"),
+        ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS, per_trial=True), *callbacks])
+    out = {}
+    for result in grid_results:
+        index, seed = result.config["choice"]["index"], result.config["seed"]
+        genotype, hparams = choices[index]
+        _finished(result, "retraining", config.retrain_epochs, rows, row(config, "retrain", result, result.config,
+                                                                          genotype, hparams=hparams))
+        rows.append(row(config, "retrain", result, result.config, genotype, test=result.metrics["test_acc"],
+                        hparams=hparams))
+        out[(index, seed)] = result.metrics
+    return out
 
 
 def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,

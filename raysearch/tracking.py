@@ -8,6 +8,7 @@ run's results are still written to the run directory.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import time
@@ -144,6 +145,22 @@ class Tracker:
             return None
         self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def nested(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> "Tracker":
+        """A tracker whose parent run is a new child run of this one's, so its children nest a level deeper
+        (a comparison's method x seed runs, under which their trials' runs go)."""
+        child = copy.copy(self)
+        child.parent_run_id = self.start_child(run_name, params, tags)
+        return child
+
+    def delete_tree(self, run_id: str | None) -> None:
+        """Delete a run and its child runs (an interrupted attempt that is run again)."""
+        if run_id is None or not self.enabled:
+            return
+        query = f"tags.mlflow.parentRunId = '{run_id}'"
+        for run in self._call("search runs", self.client.search_runs, [self.experiment_id], query) or []:
+            self._call("delete run", self.client.delete_run, run.info.run_id)
+        self._call("delete run", self.client.delete_run, run_id)
 
     def log_params(self, run_id: str | None, params: dict[str, str]) -> None:
         if run_id is None:

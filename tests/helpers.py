@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from ray import tune
 
 ROOT = Path(__file__).resolve().parents[1]
+# the shipped experiment configs (a comparison config names `methods:`; tests/test_compare.py loads those)
+EXPERIMENT_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "methods" not in yaml.safe_load(p.read_text()))
 
 
 def free_port() -> int:

@@ -5,13 +5,13 @@ import pytest
 import yaml
 
 from raysearch.config import ConfigError, load_config
-from tests.helpers import ROOT
+from tests.helpers import EXPERIMENT_CONFIGS, ROOT
 
 DEFAULT = ROOT / "configs" / "autohas_nb201_digits.yaml"
 
 
 def test_every_shipped_config_is_valid():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    for path in EXPERIMENT_CONFIGS:
         load_config(path)
 
 

@@ -14,7 +14,7 @@ from raysearch.cli import main
 from raysearch.config import ConfigError, load_config
 from raysearch.preflight import ClusterView, NodeType, check_cluster, check_config, check_resources
 from tests.conftest import tiny_config
-from tests.helpers import ROOT
+from tests.helpers import EXPERIMENT_CONFIGS, ROOT
 
 DEFAULT = str(ROOT / "configs" / "autohas_nb201_digits.yaml")
 BASELINE = str(ROOT / "configs" / "random_nb201_digits.yaml")
@@ -107,7 +107,7 @@ def test_a_sweep_is_checked_for_every_value_it_can_give_a_search(monkeypatch):
     assert check_config(tiny_config(sweep={"num_samples": 2, "params": {"space.channels": {"randint": [4, 5]}}}))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_passes_the_ray_free_checks(path):
     memory = check_config(load_config(path))
     assert memory.complete and 0 < memory.total() < 2 * GB

@@ -69,6 +69,7 @@ BAD = [
     ({"params": {"search.batch_size": {"randint": [0, 64]}}}, "sweep.params.search.batch_size: .*must be >= 1"),
     ({"params": {"search.batch_size": {"uniform": [16, 64]}}}, "sweep.params.search.batch_size: .*expected an integer"),
     ({"params": {"search.epochs": {"randint": [1, 3]}}}, "sweep.params.search.epochs: cannot be swept"),
+    ({"params": {"search.budget_seconds": {"choice": [5.0]}}}, "sweep.params.search.budget_seconds: cannot be swept"),
     ({"params": {"ray.workers": {"choice": [1, 2]}}}, "sweep.params.ray.workers: unknown field"),
     ({"params": {}}, "sweep.params: expected a mapping of at least one dotted field"),
     ({"params": PARAMS, "algorithm": "rea"}, "sweep.algorithm: 'rea' is not one of: random, asha, bohb"),

@@ -7,15 +7,18 @@ Tune config: the configuration as searchers sample it, one categorical per
 architecture decision and the hyper-parameters (`{"edge_1_0": "nor_conv_3x3",
 ..., "lr": 0.05, "weight_decay": 3e-4}`, see raysearch.joint), optionally "optimizer" ("sgd", the
 default, or "adam" as AutoHAS may derive), plus
-  "epochs": the full training length (schedulers may stop or pause it earlier), and
+  "epochs": the full training length (schedulers may stop or pause it earlier),
   "holdout": "val"  to train on search-train and report val_acc (for selection), or
-             "test" to train on search-train + search-val and report test_acc (final numbers only).
+             "test" to train on search-train + search-val and report test_acc (final numbers only),
+             in mini-batches of `retrain.batch_size`, and optionally
+  "seed": the seed of the initial weights and batch order (default: the experiment's).
 With "val", a loss that becomes NaN/inf ends the trial with a last result
 `{"val_acc": 0.0, "diverged": <reason>, "done": True}`: searchers learn that
 the configuration is bad, and Tune does not retry it (it would diverge again).
-The experiment (`ExperimentConfig.to_dict()`) and, for a search's per-step
-learning rates, `lr_schedule` come through `tune.with_parameters` (Ray's
-object store), so they are not copied into every trial's config and results.
+The experiment (`ExperimentConfig.to_dict()`) and searches' per-step learning
+rates (`lr_schedules`, by the name a trial's "lr" gives instead of a number)
+come through `tune.with_parameters` (Ray's object store), so they are not
+copied into every trial's config and results.
 Reports once per epoch with a checkpoint, so a scheduler can stop, pause and resume the trial.
 """
 
@@ -38,7 +41,7 @@ HOLDOUTS = ("val", "test")
 _splits = functools.lru_cache(maxsize=1)(load_splits)
 
 
-def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | None = None) -> None:
+def train_trainable(config: dict, experiment: dict, lr_schedules: dict[str, list[float]] | None = None) -> None:
     quiet_ray_logs()
     # 1. typed objects from the Tune config
     if config["holdout"] not in HOLDOUTS:
@@ -46,12 +49,16 @@ def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | N
     cfg = from_dict(experiment)
     splits = _splits(cfg.data)
     space = build_space(cfg.space, splits.shape)
-    train, holdout = ((splits.train, {"val": splits.val}) if config["holdout"] == "val"
-                      else (splits.train_and_val(), {"test": splits.test}))
-    torch.manual_seed(cfg.seed)  # the network's initial weights: the same for every configuration
-    loop = TrainLoop(space.network(space.from_choices(config)), train, holdout, cfg.training,
-                     lr_schedule or config["lr"], config["weight_decay"], config["epochs"], cfg.search.batch_size,
-                     cfg.seed, pick_device(), config.get("optimizer", "sgd"))
+    if config["holdout"] == "val":
+        train, holdout, batch_size = splits.train, {"val": splits.val}, cfg.search.batch_size
+    else:
+        train, holdout, batch_size = splits.train_and_val(), {"test": splits.test}, cfg.retrain_batch_size
+    lr = lr_schedules[config["lr"]] if isinstance(config["lr"], str) else config["lr"]
+    seed = config.get("seed", cfg.seed)
+    torch.manual_seed(seed)  # the network's initial weights: the same for every configuration
+    loop = TrainLoop(space.network(space.from_choices(config)), train, holdout, cfg.training, lr,
+                     config["weight_decay"], config["epochs"], batch_size, seed, pick_device(),
+                     config.get("optimizer", "sgd"))
     # 2. resume from the last checkpoint (after a failure, a pause or a restore)
     restore(loop)
     # 3. epochs: train, evaluate, report with a checkpoint
@@ -66,3 +73,11 @@ def train_trainable(config: dict, experiment: dict, lr_schedule: list[float] | N
             tune.report({"epoch": loop.epoch + 1, "val_acc": 0.0, DIVERGED: str(err), "done": True})
             return
         report({**metrics, "epoch": loop.epoch}, loop.state_dict())
+
+
+def choice_trainable(config: dict, experiment: dict, lr_schedules: dict[str, list[float]] | None = None) -> None:
+    """One retraining of a grid over choices x seeds (`raysearch compare`): the Tune config is
+    {"choice": {the configuration, as train_trainable takes it, and its "index"}, "seed", "epochs"}."""
+    choice = {k: v for k, v in config["choice"].items() if k != "index"}
+    train_trainable({**choice, "seed": config["seed"], "epochs": config["epochs"], "holdout": "test"}, experiment,
+                    lr_schedules)

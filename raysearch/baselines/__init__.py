@@ -22,7 +22,6 @@ class BaselineConfig:
     """Options every baseline has; `random` has only these."""
 
     budget_epochs: int = spec(100, ge=1)  # trial-epochs over all trials: the currency of equal-budget comparisons
-    budget_seconds: float | None = spec(None, gt=0.0)  # wall-clock cap of the sweep; null = none
     max_concurrent: int | None = spec(None, ge=1)  # trials running at once; null = as many as Ray's CPUs allow
     lr_range: tuple[float, ...] = spec((0.01, 0.5), gt=0.0, length=2)  # log-uniform range of the SGD learning rate
     weight_decay_range: tuple[float, ...] = spec((1e-5, 1e-2), gt=0.0, length=2)  # log-uniform weight decay range

@@ -1,0 +1,231 @@
+"""`raysearch compare`: the config, the incumbent at a budget point, the files and table, and a tiny
+comparison end to end through the CLI (budget, paired seeds, MLflow tree, `report`, `resume`)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from raysearch.compare.budget import incumbent
+from raysearch.compare.config import comparison_from_dict, load_comparison
+from raysearch.compare.report import PLOTS, read_rows, render, table, write_rows
+from raysearch.schema import ConfigError
+from tests.conftest import TINY
+from tests.helpers import ROOT, cli
+
+TINY_SPACE = {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1}
+
+
+def _comparison(**compare):
+    return {
+        "name": "tiny-compare",
+        "compare": {"budget_seconds": 8, "seeds": 2, "retrain_seeds": 2, "anytime": [0.5], **compare},
+        "shared": {"space": TINY_SPACE, "retrain": {"epochs": 1}},
+        "methods": {
+            "autohas": {"config": "autohas_nb201_digits.yaml", "set": {"search.epochs": 3}},
+            "random": {"config": "random_nb201_digits.yaml", "set": {"search.epochs": 2, "search.budget_epochs": 40}},
+        },
+    }
+
+
+# -- config ----------------------------------------------------------------------------------------------
+
+def test_methods_share_space_budget_and_paired_seeds():
+    c = comparison_from_dict(_comparison(seed=7))
+    configs = {(m, i): c.experiment(m, i, cpus_per_search=2) for m in c.methods for i in range(2)}
+    for (method, i), config in configs.items():
+        assert config.seed == 7 + i  # seed index i: the same seed for every method, another for each index
+        assert config.search.budget_seconds == 8 and config.retrain.epochs == 1
+        assert config.space.options.channels == 4 and config.space.options.cells_per_stage == 1
+        assert config.name == f"tiny-compare-{method}"
+    # the shared space replaces the method's (its `ops` too); other sections merge key by key
+    assert configs["autohas", 0].space.options.ops == configs["random", 0].space.options.ops
+    assert configs["random", 0].data.val_fraction == 0.25  # the method's own split is kept
+    # a differentiable search in one trial takes the node's CPUs; a baseline's trials keep theirs
+    assert configs["autohas", 0].ray.cpus_per_trial == 2 and configs["random", 0].ray.cpus_per_trial == 1
+    assert c.experiment("autohas", 0).ray.cpus_per_trial == 1
+
+
+def test_stored_form_round_trips():
+    c = comparison_from_dict(_comparison())
+    again = comparison_from_dict(yaml.safe_load(c.to_yaml()))
+    assert again == c and again.compare.fractions == (0.5, 1.0)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"methods": {"only": "autohas_nb201_digits.yaml"}}, "methods"),
+    ({"methods": {"a": "no_such.yaml", "b": "random_nb201_digits.yaml"}}, "methods.a"),
+    ({"methods": {"a": {"config": "autohas_nb201_digits.yaml", "set": {"search.tau": -1}},
+                  "b": "random_nb201_digits.yaml"}}, "methods.a: search.tau"),
+    ({"methods": {"a": "sweep_autohas_digits.yaml", "b": "random_nb201_digits.yaml"}}, "methods.a"),
+    ({"methods": {"a/b": "autohas_nb201_digits.yaml", "c": "random_nb201_digits.yaml"}}, "methods.a/b"),
+    ({"shared": {"search": {"epochs": 1}}}, "shared"),
+    ({"compare": {"budget_seconds": 0}}, "compare.budget_seconds"),
+    ({"compare": {"anytime": [1.5]}}, "compare.anytime"),
+    ({"budget": 3}, "budget"),
+])
+def test_config_errors_name_the_field(change, field):
+    with pytest.raises(ConfigError) as err:
+        comparison_from_dict({**_comparison(), **change})
+    assert str(err.value).startswith(field)
+
+
+def test_shipped_comparisons_load():
+    for name in ("compare_digits.yaml", "compare_cifar10.yaml"):
+        c = load_comparison(ROOT / "configs" / name)
+        assert c.compare.seeds >= 3 and len(c.methods) >= 9
+        assert len({c.experiment(m, 0).space for m in c.methods}) == 1  # one space for every method
+
+
+# -- the incumbent at a budget point --------------------------------------------------------------------
+
+def _record(t, trial, epoch, val, genotype="g"):
+    return {"t": t, "trial": trial, "epoch": epoch, "val": val, "genotype": f"{genotype}{trial}", "hparams": {}}
+
+
+def test_incumbent_is_the_best_at_the_top_fidelity_so_far():
+    records = [_record(1, "a", 1, 0.5), _record(2, "b", 1, 0.6), _record(3, "a", 2, 0.4), _record(4, "b", 2, 0.7),
+               _record(5, "c", 1, 0.9)]
+    assert incumbent(records, 0.5) is None
+    assert incumbent(records, 2).genotype == "gb" and incumbent(records, 2).trial_epochs == 2
+    at3 = incumbent(records, 3)  # a reached 2 epochs first: the top fidelity wins over b's better 1-epoch score
+    assert at3.genotype == "ga" and at3.val_accuracy == 0.4 and at3.seconds == 3 and at3.trial_epochs == 3
+    at5 = incumbent(records, 5)  # c's 0.9 is at 1 epoch only
+    assert at5.genotype == "gb" and at5.trial_epochs == 5
+
+
+def test_a_single_trial_incumbent_is_its_latest_epoch():
+    records = [_record(1, "s", 1, 0.8, "x"), _record(2, "s", 2, 0.3, "y")]
+    assert incumbent(records, 1.5).genotype == "xs" and incumbent(records, 9).genotype == "ys"
+
+
+# -- files and table -------------------------------------------------------------------------------------
+
+def _rows():
+    """Three methods x three seeds, end points only but one anytime point, with a tie and a failure."""
+    tests = {"a": [0.9, 0.8, 0.7], "b": [0.8, 0.8, 0.9], "c": [0.5, None, 0.6]}
+    rows = []
+    for method, values in tests.items():
+        for i, test in enumerate(values):
+            base = {"comparison": "synthetic", "method": method, "algorithm": method, "seed_index": i, "seed": i,
+                    "search_seconds": 10.0 + i, "budget_seconds": 10.0, "budget_fraction": 1.0}
+            if test is None:
+                rows.append({**base, "status": "failed: boom"})
+                continue
+            rows.append({**base, "used_seconds": 10.0, "trial_epochs": 4, "genotype": "g", "hparams": "{}",
+                         "val_accuracy": test, "test_mean": test, "test_std": 0.01, "test_accuracies": [test, test],
+                         "params": 100 * (i + 1), "flops": 1e4, "retrain_seconds": 2.0, "status": "stopped at budget"})
+            rows.append({**rows[-1], "budget_fraction": 0.5, "budget_seconds": 5.0, "test_mean": test - 0.1})
+    return rows
+
+
+def test_table_ranks_and_wins():
+    text = table(_rows())
+    lines = text.splitlines()
+    a, b, c = (next(line for line in lines if line.startswith(f"{m} ")) for m in "abc")
+    assert "0.8000 +- 0.1000" in a and "0.8333 +- 0.0577" in b and "0.5500 +- 0.0707" in c  # the failure left out
+    # ranks: seed 0 a 1, b 2, c 3; seed 1 a and b tie at 1.5, c (failed) 3; seed 2 b 1, a 2, c 3
+    assert re.search(r"\s1\.50\s", a) and re.search(r"\s1\.50\s", b) and re.search(r"\s3\.00\s", c)
+    assert "2 stopped at budget, 1 failed: boom" in c
+    wins = lines[lines.index(next(line for line in lines if line.startswith("wins per pair"))) + 1:]
+    assert wins[1].split() == ["a", "-", "1", "3"] and wins[2].split() == ["b", "1", "-", "3"]
+    assert wins[3].split() == ["c", "0", "0", "-"]
+
+
+def test_parquet_round_trips_and_render_writes_every_file(tmp_path):
+    rows = _rows()
+    write_rows(rows, tmp_path)
+    back = read_rows(tmp_path)
+    assert [{k: v for k, v in r.items() if v is not None} for r in back] == rows
+    assert pq.read_schema(tmp_path / "comparison.parquet").field("test_accuracies").type.value_type.bit_width == 64
+    text, files = render(tmp_path)
+    assert text == table(rows) and (tmp_path / "comparison.txt").read_text() == text + "\n"
+    for name in PLOTS:
+        assert (tmp_path / name).stat().st_size > 5000, name  # a PNG with axes and points, not an empty canvas
+
+
+def test_report_without_a_comparison_says_so(tmp_path):
+    done = cli("report", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2 and "holds no comparison.parquet" in done.stderr
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+
+def _tree(tracking_uri: str, experiment: str) -> dict:
+    """{parent run id or None: [runs]} of the experiment's active runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    tree = {}
+    for run in client.search_runs([exp.experiment_id], max_results=1000):
+        tree.setdefault(run.data.tags.get("mlflow.parentRunId"), []).append(run)
+    return tree
+
+
+def test_compare_end_to_end_report_and_resume(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(_comparison()))
+    out = tmp_path / "out"
+    done = cli("compare", str(config), "--output-dir", str(out), cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = read_rows(out)
+    budget = 8.0
+    assert len(rows) == 2 * 2 * 2  # methods x seeds x budget points
+    for i in range(2):  # paired: seed index i has one seed, the same for both methods, another than index 1-i
+        assert {r["seed"] for r in rows if r["seed_index"] == i} == {i}
+    ends = [r for r in rows if r["budget_fraction"] == 1.0]
+    for r in ends:
+        assert r["status"] in ("stopped at budget", "finished early") and len(r["test_accuracies"]) == 2
+        reports = json.loads((out / "cells" / r["method"] / f"seed{r['seed_index']}" / "cell.json").read_text())["reports"]
+        # no epoch is reported later than one epoch's cost after the budget
+        by_trial = {}
+        for rep in reports:
+            by_trial.setdefault(rep["trial"], []).append(rep["t"])
+        epoch_cost = max(b - a for ts in by_trial.values() for a, b in zip([0.0, *ts], ts))
+        assert max(rep["t"] for rep in reports) <= budget + epoch_cost, (r["method"], reports)
+        if r["status"] == "finished early":
+            assert r["search_seconds"] < budget + epoch_cost
+    for r in rows:  # the anytime point chose from what was reported by then
+        if r["budget_fraction"] == 0.5 and r["status"] != "no choice yet":
+            assert r["used_seconds"] <= 4.0
+    # every choice was retrained k = 2 times, once per distinct choice
+    cell_rows = pq.read_table(out / "cells" / "random" / "seed0" / "results.parquet").to_pylist()
+    distinct = {r["genotype"] + (r["hparams"] or "") for r in rows if r["method"] == "random" and r["seed_index"] == 0
+                and r["genotype"]}
+    assert sum(r["role"] == "retrain" for r in cell_rows) == 2 * len(distinct)
+
+    # the printed table is comparison.txt, and `report` prints it again byte for byte from the Parquet file
+    text = (out / "comparison.txt").read_text()
+    assert text in done.stdout
+    report = cli("report", str(out), cwd=ROOT)
+    assert report.returncode == 0 and report.stdout == text
+
+    # MLflow: the comparison -> a run per method x seed -> its trials and retrainings
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    tree = _tree(uri, "tiny-compare")
+    (parent,) = tree[None]
+    cells = tree[parent.info.run_id]
+    assert sorted(r.info.run_name for r in cells) == ["autohas seed 0", "autohas seed 1", "random seed 0",
+                                                      "random seed 1"]
+    for cell in cells:
+        roles = [r.data.tags["raysearch.role"] for r in tree.get(cell.info.run_id, [])]
+        assert "search" in roles and roles.count("retrain") >= 2 and cell.info.status == "FINISHED"
+    assert set(parent.data.metrics) == {"test_acc.autohas", "test_acc.random"}
+
+    # an interrupted method x seed runs again on resume, the finished ones are kept
+    (out / "cells" / "random" / "seed1" / "cell.json").unlink()
+    (out / "comparison.parquet").unlink()
+    resumed = cli("resume", str(out), cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("finished earlier, kept") == 3
+    assert "[compare 4/4] random seed 1: random, budget 8 s" in resumed.stdout
+    assert len(read_rows(out)) == 8
+    tree = _tree(uri, "tiny-compare")
+    cells = tree[tree[None][0].info.run_id]
+    assert sorted(r.info.run_name for r in cells) == ["autohas seed 0", "autohas seed 1", "random seed 0",
+                                                      "random seed 1"]  # the interrupted attempt's run is gone
