@@ -15,6 +15,7 @@ from raysearch.compare.config import STATE_FILE as COMPARISON_STATE, load_compar
 from raysearch.config import ConfigError, check_command, load_config
 from raysearch.data import DatasetNotFoundError, check_available
 from raysearch.preflight import check_config
+from raysearch.ui import UiError, serve
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print a finished comparison's table and re-render its plots from "
                                            "its Parquet file (nothing runs)")
     report.add_argument("run_dir", help="the run directory printed by `raysearch compare`")
+    ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over a run's store, on its runs table "
+                                   "(or print the URL of the tracking server the run used)")
+    ui.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
+    ui.add_argument("--port", type=int, default=5000, help="port of the UI on 127.0.0.1 (default 5000)")
     return parser
+
+
+def _ui(args) -> int:
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # unwinds to serve()'s stop of the UI
+    try:
+        return serve(args.run_dir, args.port, announce=lambda line: print(line, flush=True))
+    except UiError as err:
+        print(f"raysearch: error: {err}", file=sys.stderr)
+        return 2
 
 
 def _is_comparison(path: str) -> bool:
@@ -116,6 +130,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "report":
         return _report(args.run_dir)
+    if args.command == "ui":
+        return _ui(args)
     if args.command in ("compare", "validate") and _is_comparison(args.config):
         return _comparison(args)
     if args.command == "compare":

@@ -29,10 +29,12 @@ from raysearch.phases import RunFailed, RunInterrupted
 from raysearch.preflight import check_cluster, check_config
 from raysearch.results import Summary, write_results, write_summary
 from raysearch.tracking import Tracker, default_uri, flatten
+from raysearch.ui import share_view
 
 __all__ = ["RunDirError", "RunFailed", "RunInterrupted", "resume", "run", "sweep"]
 
 STATE_FILE = "run.json"
+SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "search_seconds")  # the parent run's, the UI's columns
 
 
 class RunDirError(ValueError):
@@ -137,6 +139,7 @@ def _start(config: ExperimentConfig, output_dir, tracking_uri: str | None, addre
     (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml())
     tracker = _tracker(config, run_dir, tracking_uri).start(run_dir.name, flatten(config.to_dict()))
+    share_view(tracker, list(SUMMARY_METRICS))
     tracker.log_artifacts(tracker.parent_run_id, [run_dir / "config.yaml"])
     state = RunState(uuid.uuid4().hex[:8], tracking_uri or config.tracking.uri, tracker.experiment_id,
                      tracker.parent_run_id)
@@ -198,8 +201,8 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
             mlflow_experiment_id=tracker.experiment_id, mlflow_parent_run_id=tracker.parent_run_id,
             run_dir=str(run_dir), extra={**selected.extra, "tracking_uri": tracker.uri},
         )
-        tracker.log_metrics(tracker.parent_run_id, {k: v for k, v in (
-            ("val_accuracy", summary.val_accuracy), ("test_accuracy", summary.test_accuracy)) if v is not None}, 0)
+        tracker.log_metrics(tracker.parent_run_id, {k: getattr(summary, k) for k in SUMMARY_METRICS
+                                                    if getattr(summary, k) is not None}, 0)
         tracker.log_artifacts(tracker.parent_run_id, [write_summary(summary, run_dir)])
         status = "FINISHED"
         return summary

@@ -16,6 +16,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"  # what MLflow 3.17 reads
 _MAX_PARAM_CHARS = 500  # longer values (e.g. per-step lr lists) go to artifacts instead
 _PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
@@ -108,9 +109,10 @@ class Tracker:
             return self
         exp = self._call("get experiment", self.client.get_experiment_by_name, self.experiment)
         if self.enabled:
+            # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces), not its runs
             self.experiment_id = exp.experiment_id if exp else self._call(
                 "create experiment", self.client.create_experiment, self.experiment,
-                artifact_location=self.artifact_location)
+                artifact_location=self.artifact_location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
         run = self._call("create parent run", self.client.create_run, self.experiment_id, run_name=run_name)
         if run is not None:
             self.parent_run_id = run.info.run_id
@@ -125,6 +127,10 @@ class Tracker:
             self.experiment_id, self.parent_run_id = experiment_id, parent_run_id
             self._call("reopen parent run", self.client.update_run, parent_run_id, status="RUNNING")
         return self
+
+    def set_experiment_tag(self, key: str, value: str) -> None:
+        if self.enabled and self.experiment_id is not None:
+            self._call("set experiment tag", self.client.set_experiment_tag, self.experiment_id, key, value)
 
     def find_child(self, tags: dict[str, str]) -> str | None:
         """The id of the parent's child run carrying all `tags`, if there is one."""

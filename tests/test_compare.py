@@ -4,7 +4,13 @@ comparison end to end through the CLI (budget, paired seeds, MLflow tree, `repor
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +21,8 @@ from raysearch.compare.config import comparison_from_dict, load_comparison
 from raysearch.compare.report import PLOTS, read_rows, render, table, write_rows
 from raysearch.schema import ConfigError
 from tests.conftest import TINY
-from tests.helpers import ROOT, cli
+from tests.helpers import ROOT, cli, free_port
+from tests.browser import ARTIFACTS, chromium, render_page
 
 TINY_SPACE = {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1}
 
@@ -167,12 +174,44 @@ def _tree(tracking_uri: str, experiment: str) -> dict:
     return tree
 
 
-def test_compare_end_to_end_report_and_resume(tmp_path):
-    config = tmp_path / "tiny.yaml"
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 with a SQLite store in a temporary directory, stopped by
+    its PID (its process group) afterwards."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(folder / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                   "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                                   "--artifacts-destination", str(folder / "artifacts")], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, mlflow_server):
+    """A tiny comparison through the CLI against the real server, once for the tests below (the last one
+    resumes it)."""
+    folder = tmp_path_factory.mktemp("compare")
+    config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(_comparison()))
-    out = tmp_path / "out"
-    done = cli("compare", str(config), "--output-dir", str(out), cwd=ROOT)
+    out = folder / "out"
+    done = cli("compare", str(config), "--output-dir", str(out), "--tracking-uri", mlflow_server, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
+    return out, done, mlflow_server
+
+
+def test_compare_end_to_end_and_report(tiny_run):
+    out, done, uri = tiny_run
     rows = read_rows(out)
     budget = 8.0
     assert len(rows) == 2 * 2 * 2  # methods x seeds x budget points
@@ -205,8 +244,7 @@ def test_compare_end_to_end_report_and_resume(tmp_path):
     report = cli("report", str(out), cwd=ROOT)
     assert report.returncode == 0 and report.stdout == text
 
-    # MLflow: the comparison -> a run per method x seed -> its trials and retrainings
-    uri = f"sqlite:///{out / 'mlflow.db'}"
+    # MLflow, read back from the server: the comparison -> a run per method x seed -> its trials and retrainings
     tree = _tree(uri, "tiny-compare")
     (parent,) = tree[None]
     cells = tree[parent.info.run_id]
@@ -215,8 +253,31 @@ def test_compare_end_to_end_report_and_resume(tmp_path):
     for cell in cells:
         roles = [r.data.tags["raysearch.role"] for r in tree.get(cell.info.run_id, [])]
         assert "search" in roles and roles.count("retrain") >= 2 and cell.info.status == "FINISHED"
-    assert set(parent.data.metrics) == {"test_acc.autohas", "test_acc.random"}
+    assert set(parent.data.metrics) == {"test_accuracy.autohas", "test_accuracy.random"}
 
+
+def test_ui_lands_on_the_runs_table_with_the_nested_runs(tiny_run):
+    out, _, uri = tiny_run
+    browser = chromium()
+    done = cli("ui", str(out), cwd=ROOT)  # tracked on a server: `ui` prints its URL and starts nothing
+    assert done.returncode == 0 and f"this run was tracked on {uri}: " in done.stdout, done.stderr
+    url = done.stdout.strip().rsplit(" ", 1)[1]
+    assert url.startswith(f"{uri}/#/experiments/") and "/runs?viewStateShareKey=" in url
+    assert "workflowType=machine_learning" in url
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    dom = render_page(browser, url, ARTIFACTS / "ui_compare.png")
+    assert (ARTIFACTS / "ui_compare.png").stat().st_size > 10_000
+    # the runs table of the training view (not the GenAI overview), with the comparison's run (its method x seed
+    # runs nest under its expander; test_compare_end_to_end_and_report checks the tree) and the stored view's
+    # summary metrics as columns
+    assert "tiny-compare" in dom and out.name in dom and "Model training" in dom and ">Runs<" in dom
+    assert "viewing a shared view" in dom
+    for column in ("test_accuracy.autohas", "test_accuracy.random", "search_seconds", "trial_epochs"):
+        assert column in dom, column
+
+
+def test_resume_reruns_only_the_interrupted_method(tiny_run):
+    out, _, uri = tiny_run
     # an interrupted method x seed runs again on resume, the finished ones are kept
     (out / "cells" / "random" / "seed1" / "cell.json").unlink()
     (out / "comparison.parquet").unlink()

@@ -39,6 +39,7 @@ from raysearch.results import write_results
 from raysearch.runner import RunDirError, start_ray
 from raysearch.spaces import build_space
 from raysearch.tracking import Tracker, default_uri, flatten
+from raysearch.ui import share_view
 from trainables.common import read_json
 from trainables.search import DERIVED_FILE
 
@@ -122,6 +123,9 @@ def compare(comparison: Comparison, output_dir=None, tracking_uri: str | None = 
     c = comparison.compare
     tracker = _tracker(comparison, run_dir, tracking_uri).start(run_dir.name, {
         **flatten(asdict(c), "compare."), "methods": ", ".join(comparison.methods)})
+    # the UI's columns: each method x seed's metrics, and each method's mean on the comparison's run
+    share_view(tracker, ["test_accuracy", "search_seconds", "trial_epochs",
+                         *(f"test_accuracy.{m}" for m in comparison.methods)])
     tracker.log_artifacts(tracker.parent_run_id, [run_dir / CONFIG_FILE])
     state = CompareState(uuid.uuid4().hex[:8], tracking_uri or comparison.tracking.get("uri"), tracker.experiment_id,
                          tracker.parent_run_id)
@@ -180,7 +184,7 @@ def _execute(comparison: Comparison, run_dir: Path, tracker: Tracker, address: s
         for r in rows:
             if r["budget_fraction"] == 1.0 and r.get("test_mean") is not None:
                 finals.setdefault(r["method"], []).append(r["test_mean"])
-        tracker.log_metrics(tracker.parent_run_id, {f"test_acc.{m}": statistics.mean(v) for m, v in finals.items()}, 0)
+        tracker.log_metrics(tracker.parent_run_id, {f"test_accuracy.{m}": statistics.mean(v) for m, v in finals.items()}, 0)
         status = "FINISHED"
         return ComparisonSummary(text, str(run_dir), tracker.uri, tracker.experiment_id, tracker.parent_run_id)
     except (RunInterrupted, KeyboardInterrupt, SystemExit):
@@ -271,7 +275,7 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
                          "retrain_seconds": statistics.mean(results[(index, s)]["time_total_s"] for s in seeds),
                          "status": end})
         final = rows[-1]
-        cell.log_metrics(cell.parent_run_id, {"test_acc": final["test_mean"], "search_seconds": seconds,
+        cell.log_metrics(cell.parent_run_id, {"test_accuracy": final["test_mean"], "search_seconds": seconds,
                                               "trial_epochs": final["trial_epochs"]}, 0)
         status = "FINISHED"
     except RunFailed as err:  # one method x seed failing leaves the others to compare
