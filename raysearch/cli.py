@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from raysearch.compare.config import STATE_FILE as COMPARISON_STATE, load_comparison
-from raysearch.config import ConfigError, check_command, load_config
+from raysearch.config import ConfigError, check_command, load_config, read_yaml
 from raysearch.data import DatasetNotFoundError, check_available
 from raysearch.preflight import check_config
 from raysearch.ui import UiError, serve
@@ -66,13 +66,10 @@ def _ui(args) -> int:
 
 def _is_comparison(path: str) -> bool:
     """A comparison config names `methods:`; an experiment config does not."""
-    import yaml
-
     try:
-        data = yaml.safe_load(open(path))
-    except (OSError, yaml.YAMLError):
+        return "methods" in read_yaml(path)
+    except ConfigError:
         return False  # load_config reports the problem
-    return isinstance(data, dict) and "methods" in data
 
 
 def _report(run_dir: str) -> int:

@@ -237,18 +237,24 @@ def sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, 
                     extra=extra)
 
 
+def _training_choice(searched, genotype: str, hparams: dict, schedules: dict, name: str) -> dict:
+    """The trainables.train config of a (genotype, hparams) choice; a per-step lr list goes into
+    `schedules` under `name`, which the config's "lr" gives instead."""
+    lr = hparams["lr"]
+    if isinstance(lr, list):
+        schedules[name], lr = lr, name
+    return {**searched.to_choices(searched.parse(genotype)), "lr": lr, "weight_decay": hparams["weight_decay"],
+            "optimizer": hparams.get("optimizer", "sgd")}
+
+
 def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, restore: bool,
             callbacks: list, selected: Selected):
     """Retrain the selected configuration on search-train + search-val and test it; returns its Result."""
-    per_step = isinstance(selected.hparams["lr"], list)
-    searched = build_space(config.space)
-    space = {**searched.to_choices(searched.parse(selected.genotype)),
-             "lr": "replayed per step" if per_step else selected.hparams["lr"],
-             "weight_decay": selected.hparams["weight_decay"], "optimizer": selected.hparams.get("optimizer", "sgd"),
-             "epochs": config.retrain_epochs, "holdout": "test"}
+    schedules = {}
+    space = {**_training_choice(build_space(config.space), selected.genotype, selected.hparams, schedules,
+                                "replayed per step"), "epochs": config.retrain_epochs, "holdout": "test"}
     # The experiment and a per-step lr list go through Ray's object store, not into every Tune result.
-    trainable = tune.with_parameters(train_trainable, experiment=config.to_dict(),
-                                     lr_schedules={space["lr"]: selected.hparams["lr"]} if per_step else None)
+    trainable = tune.with_parameters(train_trainable, experiment=config.to_dict(), lr_schedules=schedules or None)
     result = fit(trainable, space, "retrain", storage, config, [
         MlflowCallback(tracker, "retrain"), ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS),
         *callbacks], restore)[0]
@@ -264,15 +270,9 @@ def retrain_choices(config: ExperimentConfig, storage: str, tracker: Tracker, ro
     """Retrain every (genotype, hparams) of `choices` with every seed of `seeds`, as many at once as the
     resources allow, on search-train + search-val, and test them: {(choice index, seed): last result}.
     `raysearch compare` retrains each method's choices at its budget points this way."""
-    searched = build_space(config.space)
-    schedules, grid = {}, []
-    for index, (genotype, hparams) in enumerate(choices):
-        lr = hparams["lr"]
-        if isinstance(lr, list):  # a search's per-step lr goes through the object store, by name
-            name = f"per-step schedule {index}"
-            schedules[name], lr = lr, name
-        grid.append({"index": index, **searched.to_choices(searched.parse(genotype)), "lr": lr,
-                     "weight_decay": hparams["weight_decay"], "optimizer": hparams.get("optimizer", "sgd")})
+    searched, schedules = build_space(config.space), {}
+    grid = [{"index": index, **_training_choice(searched, genotype, hparams, schedules, f"per-step schedule {index}")}
+            for index, (genotype, hparams) in enumerate(choices)]
     trainable = tune.with_parameters(choice_trainable, experiment=config.to_dict(), lr_schedules=schedules or None)
     space = {"choice": tune.grid_search(grid), "seed": tune.grid_search(list(seeds)), "epochs": config.retrain_epochs}
     grid_results = fit(trainable, space, "retrain", storage, config, [

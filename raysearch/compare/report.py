@@ -56,7 +56,7 @@ def read_rows(run_dir: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
-def _final(rows: list[dict]) -> dict[str, dict[int, float | None]]:
+def final_tests(rows: list[dict]) -> dict[str, dict[int, float | None]]:
     """method -> seed index -> test mean at the end of the budget (None: failed), methods in row order."""
     out: dict[str, dict[int, float | None]] = {}
     for r in rows:
@@ -93,7 +93,7 @@ def _aligned(rows: list[list[str]]) -> list[str]:
 def table(rows: list[dict]) -> str:
     """The comparison table: per method the end-of-budget test accuracy (mean +- std over seeds), its
     average rank over the paired seeds, cost and how the runs ended; then the wins of each pair."""
-    final = _final(rows)
+    final = final_tests(rows)
     ranks = _ranks(final)
     ends = [r for r in rows if r["budget_fraction"] == 1.0]
     budget = ends[0]["budget_seconds"]
@@ -161,7 +161,7 @@ def plot_anytime(rows: list[dict], path: Path) -> Path:
 
 def plot_final(rows: list[dict], path: Path) -> Path:
     """End-of-budget test accuracy per method: one point per seed, and the mean as a bar."""
-    final = _final(rows)
+    final = final_tests(rows)
     width = max(4.0, 0.8 * len(final) + 1.5)
     fig, ax = plt.subplots(figsize=(width, 4.0))
     for x, (method, per) in enumerate(final.items()):

@@ -29,7 +29,7 @@ from raysearch import phases
 from raysearch.algorithms import ALGORITHMS
 from raysearch.compare.budget import Incumbent, incumbent
 from raysearch.compare.config import CONFIG_FILE, STATE_FILE, Comparison, load_comparison
-from raysearch.compare.report import render, write_rows
+from raysearch.compare.report import final_tests, render, write_rows
 from raysearch.data import check_available, load_splits
 from raysearch.joint import JointSpace
 from raysearch.phases import RunFailed, RunInterrupted
@@ -180,11 +180,9 @@ def _execute(comparison: Comparison, run_dir: Path, tracker: Tracker, address: s
             write_rows(rows, run_dir)  # after every method x seed, so `raysearch report` reads a partial one too
         text, files = render(run_dir)
         tracker.log_artifacts(tracker.parent_run_id, [run_dir / "comparison.parquet", *files])
-        finals = {}
-        for r in rows:
-            if r["budget_fraction"] == 1.0 and r.get("test_mean") is not None:
-                finals.setdefault(r["method"], []).append(r["test_mean"])
-        tracker.log_metrics(tracker.parent_run_id, {f"test_accuracy.{m}": statistics.mean(v) for m, v in finals.items()}, 0)
+        means = {f"test_accuracy.{m}": statistics.mean(done) for m, per in final_tests(rows).items()
+                 if (done := [v for v in per.values() if v is not None])}
+        tracker.log_metrics(tracker.parent_run_id, means, 0)
         status = "FINISHED"
         return ComparisonSummary(text, str(run_dir), tracker.uri, tracker.experiment_id, tracker.parent_run_id)
     except (RunInterrupted, KeyboardInterrupt, SystemExit):
@@ -249,7 +247,7 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
         records = _decoded(log.records, config)
         incumbents = [incumbent(records, at) for _, at in points[:-1]]
         incumbents.append(Incumbent(selected.genotype, selected.hparams, selected.val_accuracy, seconds,
-                                    selected.extra.get("trial_epochs", 0)))
+                                    selected.extra["trial_epochs"]))
         end = "stopped at budget" if selected.extra["stopped_at_budget"] else "finished early"
         choices = list(dict.fromkeys((i.genotype, json.dumps(i.hparams)) for i in incumbents if i is not None))
         seeds = list(range(c.retrain_seeds))
