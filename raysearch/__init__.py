@@ -4,13 +4,17 @@
     summary = raysearch.run(raysearch.load_config("configs/autohas_nb201_digits.yaml", ["search.epochs=5"]))
 """
 
-from raysearch.config import ConfigError, ExperimentConfig, load_config
-
 __all__ = ["ConfigError", "ExperimentConfig", "Summary", "load_config", "resume", "run", "sweep"]
 
 
 def __getattr__(name):
-    # Ray and MLflow load only when a run starts, so `load_config` stays light.
+    # Nothing loads with the package itself: every Ray worker process (queues and other helper actors
+    # too) imports raysearch.worker_logs as its set-up hook, and torch would cost each of them seconds
+    # and hundreds of MB there. Ray and MLflow load only when a run starts.
+    if name in ("ConfigError", "ExperimentConfig", "load_config"):
+        from raysearch import config
+
+        return getattr(config, name)
     if name in ("run", "resume", "sweep"):
         from raysearch import runner
 

@@ -74,14 +74,14 @@ def _drop_missing_log_warnings(record: logging.LogRecord) -> bool:
 
 
 def fit(trainable, param_space: dict, name: str, storage: str, config: ExperimentConfig, callbacks,
-        restore: bool = False, parts=None, time_budget_s: float | None = None):
+        restore: bool = False, parts=None, time_budget_s: float | None = None, reuse_actors: bool = False):
     """Run `trainable` under Tune and return the ResultGrid: one trial (Tune stops it at `time_budget_s`
     wall seconds), or a sweep's `parts` (`raysearch.baselines.sweep.TuneParts`: searcher, scheduler,
     metric, budget).
 
     Tune keeps results and checkpoints in `storage`/`name`; with `restore`, a
     stored experiment continues with the callbacks, searcher and scheduler
-    pickled with it.
+    pickled with it. `reuse_actors`: a grid's trials run in the same processes.
     """
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # our ProgressCallback prints; Tune's tables would bury it
     # Keeping 2 checkpoints makes Tune snapshot its experiment state at least every 2 epochs, so a
@@ -100,7 +100,7 @@ def fit(trainable, param_space: dict, name: str, storage: str, config: Experimen
             return tune.Tuner.restore(path, trainable, resume_errored=True).fit()
         except ValueError as err:  # stopped before Tune saved any experiment state
             print(f"raysearch: {name}: nothing to restore ({err}); starting this phase afresh", flush=True)
-    stop, tune_config = None, tune.TuneConfig(num_samples=1, time_budget_s=time_budget_s)
+    stop, tune_config = None, tune.TuneConfig(num_samples=1, time_budget_s=time_budget_s, reuse_actors=reuse_actors)
     if parts is not None:
         stop = parts.stop
         if stop is not None:  # listed as a callback too, so Tune saves its state with the experiment
@@ -277,7 +277,8 @@ def retrain_choices(config: ExperimentConfig, storage: str, tracker: Tracker, ro
     space = {"choice": tune.grid_search(grid), "seed": tune.grid_search(list(seeds)), "epochs": config.retrain_epochs}
     grid_results = fit(trainable, space, "retrain", storage, config, [
         MlflowCallback(tracker, "retrain"),
-        ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS, per_trial=True), *callbacks])
+        ProgressCallback("retrain", config.retrain_epochs, TRAIN_KEYS, per_trial=True), *callbacks],
+        reuse_actors=True)  # a process per retraining would start torch and load the data each time
     out = {}
     for result in grid_results:
         index, seed = result.config["choice"]["index"], result.config["seed"]

@@ -17,6 +17,9 @@ import warnings
 from pathlib import Path
 
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"  # what MLflow 3.17 reads
+# MLflow 3.17's UI, opening an experiment for the first time in a browser, unfolds the parents of the runs of
+# this type (and of no others): the experiment's runs table lands with the parent's child runs under it.
+RUN_TYPE, UNFOLDED = "mlflow.runType", "evaluation"
 _MAX_PARAM_CHARS = 500  # longer values (e.g. per-step lr lists) go to artifacts instead
 _PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
@@ -62,6 +65,7 @@ class Tracker:
         self.enabled = True
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.unfold = True  # the parent's children show under it in MLflow's UI (a nested tracker's stay folded)
         self._client = None
 
     def __getstate__(self):
@@ -144,7 +148,7 @@ class Tracker:
     def start_child(self, run_name: str, params: dict[str, str], tags: dict[str, str] | None = None) -> str | None:
         if not self.enabled or self.parent_run_id is None:
             return None
-        tags = {"mlflow.parentRunId": self.parent_run_id, **(tags or {})}
+        tags = {"mlflow.parentRunId": self.parent_run_id, **({RUN_TYPE: UNFOLDED} if self.unfold else {}), **(tags or {})}
         run = self._call("create child run", self.client.create_run, self.experiment_id,
                          run_name=run_name, tags=tags)
         if run is None:
@@ -154,9 +158,9 @@ class Tracker:
 
     def nested(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> "Tracker":
         """A tracker whose parent run is a new child run of this one's, so its children nest a level deeper
-        (a comparison's method x seed runs, under which their trials' runs go)."""
+        (a comparison's method x seed runs, under which their trials' runs go, folded)."""
         child = copy.copy(self)
-        child.parent_run_id = self.start_child(run_name, params, tags)
+        child.parent_run_id, child.unfold = self.start_child(run_name, params, tags), False
         return child
 
     def delete_tree(self, run_id: str | None) -> None:

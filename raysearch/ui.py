@@ -5,10 +5,13 @@ the experiment says it holds model training: raysearch tags every experiment
 it creates with `mlflow.experimentKind: custom_model_development`
 (raysearch.tracking). Each run also stores a view of the runs table as an
 experiment tag, in the form MLflow's own "share view" writes
-(`mlflow.sharedViewState.<key>`): its summary metrics as columns (MLflow does
-not take expanded rows from a shared view: the nested runs are under the
-parent's expander). The printed URL names the
-runs tab, that view and the `machine_learning` workflow.
+(`mlflow.sharedViewState.<key>`): its summary metrics as columns. The printed
+URL names the runs tab, that view and the `machine_learning` workflow.
+MLflow takes no unfolded rows from a shared view; it unfolds, on a browser's
+first visit to an experiment, the parents of runs whose `mlflow.runType` is
+`evaluation`, which raysearch gives the parent run's direct children (a
+comparison's method x seed runs, a run's or sweep's trials), so they land
+under their parent.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def test_derived_optimizer_and_its_lr_list(digits):
     loop = SearchLoop.from_config(config, digits)
     loop.run_epoch()
     hparams = loop.algorithm.derive().hparams
-    assert hparams["optimizer"] in ("sgd", "adam") and len(hparams["lr"]) == loop.algorithm.steps
+    assert hparams["optimizer"] in ("sgd", "adam") and len(hparams["lr"]) == loop.algorithm.total_steps
     base = 0.1 if hparams["optimizer"] == "sgd" else 0.002
     assert hparams["lr"][0] == pytest.approx(base * loop.algorithm.lr_factors[0])
     assert set(loop.algorithm.encodings()) == {"cell", "lr", "wd", "optimizer"}

@@ -267,11 +267,16 @@ def test_ui_lands_on_the_runs_table_with_the_nested_runs(tiny_run):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     dom = render_page(browser, url, ARTIFACTS / "ui_compare.png")
     assert (ARTIFACTS / "ui_compare.png").stat().st_size > 10_000
-    # the runs table of the training view (not the GenAI overview), with the comparison's run (its method x seed
-    # runs nest under its expander; test_compare_end_to_end_and_report checks the tree) and the stored view's
-    # summary metrics as columns
+    # the runs table of the training view (not the GenAI overview), with the comparison's run, its method x seed
+    # runs unfolded under it (not their trials: test_compare_end_to_end_and_report checks the whole tree) and
+    # the stored view's summary metrics as columns
     assert "tiny-compare" in dom and out.name in dom and "Model training" in dom and ">Runs<" in dom
     assert "viewing a shared view" in dom
+    for cell in ("autohas seed 0", "autohas seed 1", "random seed 0", "random seed 1"):
+        assert f">{cell}<" in dom, cell
+    tree = _tree(uri, "tiny-compare")
+    trials = [r.info.run_name for cell in tree[tree[None][0].info.run_id] for r in tree[cell.info.run_id]]
+    assert trials and not [name for name in trials if name in dom]  # folded under their method x seed
     for column in ("test_accuracy.autohas", "test_accuracy.random", "search_seconds", "trial_epochs"):
         assert column in dom, column
 

@@ -14,10 +14,12 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import raysearch
+from raysearch.runner import start_ray
 from raysearch.search import SearchLoop
 from tests.conftest import TINY, tiny_config
 from tests.helpers import KillOnce, free_port
 from tests.helpers import cli as _cli
+from trainables.common import set_up_trial
 
 SUMMARY_KEYS = {"experiment", "algorithm", "space", "dataset", "genotype", "hparams", "search_seconds",
                 "retrain_seconds", "val_accuracy", "test_accuracy", "mlflow_experiment_id", "mlflow_parent_run_id"}
@@ -207,3 +209,23 @@ def test_cli_errors_for_unreachable_ray_address_and_missing_run(tmp_path):
     assert proc.returncode == 2 and "cannot connect to the Ray cluster" in proc.stderr, proc.stderr[-2000:]
     missing = _cli("resume", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert missing.returncode == 2 and "holds no raysearch run" in missing.stderr
+
+
+def _threads(config):
+    set_up_trial()
+    tune.report({"threads": torch.get_num_threads()})
+
+
+def test_a_trial_computes_with_as_many_threads_as_it_has_cpus(tmp_path):
+    """A 1-CPU trial on this 2-CPU machine: its process loaded torch (with the trainable's module) before
+    Ray set OMP_NUM_THREADS, so without set_up_trial it computes with 2 threads, as does the trial
+    beside it, and both run several times slower."""
+    import ray
+
+    assert start_ray(tiny_config(ray={"num_cpus": 2}), None)
+    try:
+        grid = tune.Tuner(tune.with_resources(_threads, {"cpu": 1}),
+                          run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    finally:
+        ray.shutdown()
+    assert grid[0].metrics["threads"] == 1

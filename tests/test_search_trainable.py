@@ -1,6 +1,8 @@
 """The search trial's two threads: the search computes its epochs while the trial's thread reports them."""
 
 import io
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +13,7 @@ import trainables.search as search_trial
 from raysearch.data import Halted
 from raysearch.search import SearchLoop
 from tests.conftest import tiny_config
+from tests.helpers import ROOT
 
 STATE_KEYS = {"algorithm", "train", "val", "epoch", "history"}
 
@@ -87,3 +90,35 @@ def test_an_error_in_the_search_fails_the_trial_with_it(digits, monkeypatch):
     with pytest.raises(FloatingPointError, match="loss is nan"):
         search_trial.run_and_report(loop)
     assert reported == [1]
+
+
+_EXITING_TRIAL = """
+import atexit, sys, threading, time
+from raysearch.data import load_splits
+from raysearch.config import DataConfig
+from raysearch.search import SearchLoop
+from tests.conftest import tiny_config
+from tests.helpers import ROOT
+import trainables.search as search_trial
+
+def last_at_exit():  # atexit runs its handlers last-registered first: this one runs after the trial's
+    alive = [t for t in threading.enumerate() if t.name == "raysearch-search" and t.is_alive()]
+    print("search thread alive at exit:", bool(alive), flush=True)
+
+atexit.register(last_at_exit)
+loop = SearchLoop.from_config(tiny_config(search={"epochs": 500}), load_splits(DataConfig(val_fraction=0.25)))
+search_trial.report = lambda *item: time.sleep(600)  # the trial's thread is busy elsewhere, as in Tune's report
+threading.Thread(target=search_trial.run_and_report, args=(loop,), daemon=True).start()
+while loop.epoch < 1:
+    time.sleep(0.05)
+sys.exit(0)  # the trial's process ends (Tune stopped the trial) while the search computes
+"""
+
+
+def test_a_trial_process_that_exits_halts_its_search_first():
+    """When Tune ends a trial's process while its search computes (a time budget that runs out), the
+    search halts before the interpreter kills its thread inside torch (which aborted the process)."""
+    done = subprocess.run([sys.executable, "-c", _EXITING_TRIAL], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "search thread alive at exit: False" in done.stdout, done.stdout + done.stderr

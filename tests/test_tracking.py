@@ -4,7 +4,7 @@ import warnings
 
 from mlflow.tracking import MlflowClient
 
-from raysearch.tracking import Tracker, flatten
+from raysearch.tracking import RUN_TYPE, UNFOLDED, Tracker, flatten
 from tests.helpers import free_port
 
 
@@ -34,6 +34,18 @@ def test_parent_and_child_runs_in_a_local_store(tmp_path):
     assert [m.value for m in client.get_metric_history(child, "acc")] == [0.5, 0.7]
     assert [a.path for a in client.list_artifacts(child)] == ["g.json"]
     assert client.get_run(tracker.parent_run_id).info.status == "FINISHED"
+
+
+def test_only_the_parent_runs_children_are_unfolded_in_the_ui(tmp_path):
+    """MLflow's UI unfolds the parents of runs of type `evaluation`: the experiment's parent run, not a
+    comparison's method x seed runs with all their trials (tests/test_compare.py looks in the browser)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "exp", artifact_location=(tmp_path / "art").as_uri()).start("comparison", {})
+    cell = tracker.nested("autohas seed 0", {}, {"raysearch.role": "method"})
+    trial = cell.start_child("search-1", {}, {"raysearch.role": "search"})
+    client = MlflowClient(uri)
+    assert client.get_run(cell.parent_run_id).data.tags[RUN_TYPE] == UNFOLDED
+    assert RUN_TYPE not in client.get_run(trial).data.tags
 
 
 def test_unreachable_server_warns_once_and_turns_tracking_off():

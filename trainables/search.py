@@ -32,6 +32,7 @@ the trial, which Tune restarts from its last checkpoint (`ray.max_failures`).
 
 from __future__ import annotations
 
+import atexit
 import io
 import queue as queue_module
 import threading
@@ -42,10 +43,11 @@ from raysearch.config import ExperimentConfig, from_dict
 from raysearch.data import Halted, load_splits
 from raysearch.search import SearchLoop
 from raysearch.training import pick_device
-from trainables.common import checkpoint_state, quiet_ray_logs, report, restore
+from trainables.common import checkpoint_state, report, restore, set_up_trial
 
 DERIVED_FILE = "derived.json"
 _POLL_S = 0.5  # how often the trial, waiting for an epoch, checks that the search still runs
+_EXIT_WAIT_S = 10.0  # how long a process that ends waits for its halted search (it halts at its next batch)
 
 
 def epoch_report(loop: SearchLoop, metrics: dict) -> tuple[dict, dict]:
@@ -110,7 +112,7 @@ def relay(reports, producer: Producer) -> None:
 
 
 def search_trainable(config: dict) -> None:
-    quiet_ray_logs()
+    set_up_trial()
     # 1. the Tune config becomes typed objects once, here at the boundary
     cfg = from_dict(config["experiment"])
     if cfg.ray.workers > 1:
@@ -145,8 +147,16 @@ def run_and_report(loop: SearchLoop) -> None:
         finally:
             epochs.put(_END)
 
+    def halt_at_exit() -> None:
+        # Tune may end the trial's process while this thread waits for an epoch (a time budget that
+        # runs out): the search must stop first, or the interpreter's exit kills its thread inside
+        # torch and the process aborts with a native stack trace on the console.
+        loop.halt()
+        producer.join(timeout=_EXIT_WAIT_S)
+
     producer = Producer(search, "raysearch-search")
     producer.start()
+    atexit.register(halt_at_exit)
     try:
         while (item := epochs.get()) is not _END:
             report(*item)
@@ -157,6 +167,7 @@ def run_and_report(loop: SearchLoop) -> None:
         loop.halt()  # no-op for a search that has ended
         epochs.task_done()
         producer.join()
+        atexit.unregister(halt_at_exit)
     producer.finish()  # the search's error, unless Tune's stop is already on its way up
 
 
@@ -167,7 +178,7 @@ def shard_worker(train_config: dict) -> None:
     from raysearch.callbacks import SHARDS_PLACEMENT_GROUP, register_shard_group
     from raysearch.distributed import TorchDistributed
 
-    quiet_ray_logs()
+    set_up_trial()
     cfg = from_dict(train_config["experiment"])
     dist = TorchDistributed(cfg.ray.batch_norm)  # Ray Train set up the group: gloo on CPU, NCCL on CUDA
     # The driver removes the workers' placement group once the trial stops or dies (callbacks.ReleaseShards).

@@ -34,7 +34,7 @@ from raysearch.data import load_splits
 from raysearch.retrain import TrainLoop
 from raysearch.spaces import build_space
 from raysearch.training import DIVERGED, DivergenceError, pick_device
-from trainables.common import quiet_ray_logs, report, restore
+from trainables.common import report, restore, set_up_trial
 
 HOLDOUTS = ("val", "test")
 # A reused trial actor keeps the splits of its previous trial: same data config, same tensors.
@@ -42,7 +42,7 @@ _splits = functools.lru_cache(maxsize=1)(load_splits)
 
 
 def train_trainable(config: dict, experiment: dict, lr_schedules: dict[str, list[float]] | None = None) -> None:
-    quiet_ray_logs()
+    set_up_trial()
     # 1. typed objects from the Tune config
     if config["holdout"] not in HOLDOUTS:
         raise ValueError(f"holdout must be one of {HOLDOUTS}, got {config['holdout']!r}")

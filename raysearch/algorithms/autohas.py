@@ -24,7 +24,9 @@ backward) and W' = W_{t+1} - sum_o P_o a_o (u_o + b v_o) from it.
 Derivation (Eq. 10): argmax for the architecture and the optimizer; a
 continuous HP is the softmax-weighted sum of its basis values, without noise.
 The lr multiplier is derived at every step; times the derived optimizer's
-scheduled default lr(t) it gives the per-step list that retraining replays.
+scheduled default lr(t) it gives the per-step list that retraining replays
+(a search derived before its last step extends it with the factor it derives
+then, to the planned number of steps).
 
 Selection: `selection: perturbation` decides the architecture edge by edge
 after the search (DARTS-PT, raysearch.algorithms.selection), reading the
@@ -250,8 +252,12 @@ class AutoHAS(SearchAlgorithm):
             genotype = self.space.derive(self.selected_weights())
         lr_factor, wd, optimizer = self._derived_hparams()
         base, schedule = self.base_lrs[optimizer], self.training.lr_schedule
+        # Derived before its planned end (a time budget stopped it), the schedule keeps its planned
+        # length: the steps not run take the factor derived now, so a retraining replays an lr that
+        # decays to the end, not one cut off near its peak.
+        factors = self.lr_factors + [lr_factor] * (self.total_steps - len(self.lr_factors))
         lrs = [scheduled_lr(base, t, self.total_steps, schedule, self.warmup_steps) * f
-               for t, f in enumerate(self.lr_factors)]
+               for t, f in enumerate(factors)]
         return SearchResult(genotype, {"lr": lrs, "lr_factor": lr_factor, "weight_decay": wd,
                                        "optimizer": self.options.optimizers[optimizer]})
 
