@@ -338,10 +338,12 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
                 "best": r is best} for r in results]
     print("\n" + meta.table(entries, space.fields, sweep.metric) + "\n", flush=True)
     d = derived[id(best)]
+    budget = config.search.budget_seconds
     extra = {"sweep_algorithm": sweep.algorithm, "trials": len(results), "failed_trials": len(results) - len(ok),
              "stopped_trials": sum(e["status"].startswith("stopped") for e in entries),
              "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results),
-             "best_params": space.values(best.config)}
+             "best_params": space.values(best.config),
+             "stopped_at_budget": budget is not None and seconds >= budget}
     return Selected(d["genotype"], d["hparams"], best.metrics["derived_val_acc"], seconds, _row_id(best),
                     _search_files(d, artifacts), extra, config.without_sweep(space.values(best.config)))
 

@@ -25,6 +25,7 @@ from tests.helpers import ROOT, cli, free_port
 from tests.browser import ARTIFACTS, chromium, render_page
 
 TINY_SPACE = {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1}
+CELL_RUNS = sorted(f"{method} seed {i}" for method in ("autohas", "random", "autohas-sweep") for i in range(2))
 
 
 def _comparison(**compare):
@@ -35,6 +36,8 @@ def _comparison(**compare):
         "methods": {
             "autohas": {"config": "autohas_nb201_digits.yaml", "set": {"search.epochs": 3}},
             "random": {"config": "random_nb201_digits.yaml", "set": {"search.epochs": 2, "search.budget_epochs": 40}},
+            "autohas-sweep": {"config": "sweep_autohas_digits.yaml",
+                              "set": {"search.epochs": 3, "sweep.num_samples": 3, "sweep.grace_period": 1}},
         },
     }
 
@@ -52,8 +55,9 @@ def test_methods_share_space_budget_and_paired_seeds():
     # the shared space replaces the method's (its `ops` too); other sections merge key by key
     assert configs["autohas", 0].space.options.ops == configs["random", 0].space.options.ops
     assert configs["random", 0].data.val_fraction == 0.25  # the method's own split is kept
-    # a differentiable search in one trial takes the node's CPUs; a baseline's trials keep theirs
+    # a differentiable search in one trial takes the node's CPUs; a baseline's trials, a sweep's searches keep theirs
     assert configs["autohas", 0].ray.cpus_per_trial == 2 and configs["random", 0].ray.cpus_per_trial == 1
+    assert configs["autohas-sweep", 0].ray.cpus_per_trial == 1 and configs["autohas-sweep", 0].sweep.num_samples == 3
     assert c.experiment("autohas", 0).ray.cpus_per_trial == 1
 
 
@@ -68,7 +72,6 @@ def test_stored_form_round_trips():
     ({"methods": {"a": "no_such.yaml", "b": "random_nb201_digits.yaml"}}, "methods.a"),
     ({"methods": {"a": {"config": "autohas_nb201_digits.yaml", "set": {"search.tau": -1}},
                   "b": "random_nb201_digits.yaml"}}, "methods.a: search.tau"),
-    ({"methods": {"a": "sweep_autohas_digits.yaml", "b": "random_nb201_digits.yaml"}}, "methods.a"),
     ({"methods": {"a/b": "autohas_nb201_digits.yaml", "c": "random_nb201_digits.yaml"}}, "methods.a/b"),
     ({"shared": {"search": {"epochs": 1}}}, "shared"),
     ({"compare": {"budget_seconds": 0}}, "compare.budget_seconds"),
@@ -214,7 +217,7 @@ def test_compare_end_to_end_and_report(tiny_run):
     out, done, uri = tiny_run
     rows = read_rows(out)
     budget = 8.0
-    assert len(rows) == 2 * 2 * 2  # methods x seeds x budget points
+    assert len(rows) == 3 * 2 * 2  # methods x seeds x budget points
     for i in range(2):  # paired: seed index i has one seed, the same for both methods, another than index 1-i
         assert {r["seed"] for r in rows if r["seed_index"] == i} == {i}
     ends = [r for r in rows if r["budget_fraction"] == 1.0]
@@ -248,12 +251,16 @@ def test_compare_end_to_end_and_report(tiny_run):
     tree = _tree(uri, "tiny-compare")
     (parent,) = tree[None]
     cells = tree[parent.info.run_id]
-    assert sorted(r.info.run_name for r in cells) == ["autohas seed 0", "autohas seed 1", "random seed 0",
-                                                      "random seed 1"]
+    assert sorted(r.info.run_name for r in cells) == CELL_RUNS
     for cell in cells:
         roles = [r.data.tags["raysearch.role"] for r in tree.get(cell.info.run_id, [])]
         assert "search" in roles and roles.count("retrain") >= 2 and cell.info.status == "FINISHED"
-    assert set(parent.data.metrics) == {"test_accuracy.autohas", "test_accuracy.random"}
+    assert set(parent.data.metrics) == {"test_accuracy.autohas", "test_accuracy.random", "test_accuracy.autohas-sweep"}
+    # the sweep method: its searches' trials under its method x seed run, each one whole search
+    sweep_rows = [r for r in ends if r["method"] == "autohas-sweep"]
+    assert {r["algorithm"] for r in sweep_rows} == {"autohas sweep"}
+    for cell in (c for c in cells if c.info.run_name.startswith("autohas-sweep")):
+        assert [r.data.tags["raysearch.role"] for r in tree[cell.info.run_id]].count("search") >= 2
 
 
 def test_ui_lands_on_the_runs_table_with_the_nested_runs(tiny_run):
@@ -272,7 +279,7 @@ def test_ui_lands_on_the_runs_table_with_the_nested_runs(tiny_run):
     # the stored view's summary metrics as columns
     assert "tiny-compare" in dom and out.name in dom and "Model training" in dom and ">Runs<" in dom
     assert "viewing a shared view" in dom
-    for cell in ("autohas seed 0", "autohas seed 1", "random seed 0", "random seed 1"):
+    for cell in CELL_RUNS:
         assert f">{cell}<" in dom, cell
     tree = _tree(uri, "tiny-compare")
     trials = [r.info.run_name for cell in tree[tree[None][0].info.run_id] for r in tree[cell.info.run_id]]
@@ -288,10 +295,9 @@ def test_resume_reruns_only_the_interrupted_method(tiny_run):
     (out / "comparison.parquet").unlink()
     resumed = cli("resume", str(out), cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.count("finished earlier, kept") == 3
-    assert "[compare 4/4] random seed 1: random, budget 8 s" in resumed.stdout
-    assert len(read_rows(out)) == 8
+    assert resumed.stdout.count("finished earlier, kept") == 5
+    assert "[compare 6/6] random seed 1: random, budget 8 s" in resumed.stdout
+    assert len(read_rows(out)) == 12
     tree = _tree(uri, "tiny-compare")
     cells = tree[tree[None][0].info.run_id]
-    assert sorted(r.info.run_name for r in cells) == ["autohas seed 0", "autohas seed 1", "random seed 0",
-                                                      "random seed 1"]  # the interrupted attempt's run is gone
+    assert sorted(r.info.run_name for r in cells) == CELL_RUNS  # the interrupted attempt's run is gone

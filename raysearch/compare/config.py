@@ -11,7 +11,8 @@
       darts-pt: {config: darts_nb201_digits.yaml, set: {search.selection: perturbation}}
 
 Each method is an experiment config of `raysearch run` (a differentiable
-search or a baseline); `shared` makes the comparison fair: its `space`
+search or a baseline) or of `raysearch sweep` (searches over their own
+meta-hyper-parameters, the experiment's `sweep:` section); `shared` makes the comparison fair: its `space`
 replaces each method's (one space for all), its other sections are merged
 key by key (so a method keeps, say, its own `data.val_fraction`: the
 search-train / search-val split is part of a search's recipe, and the test
@@ -68,8 +69,8 @@ class Comparison:
         differentiable search in one trial, `cpus_per_search` CPUs (the machine a baseline's trials share)."""
         data = self.methods[method]
         values = {"search.budget_seconds": self.compare.budget_seconds}
-        if cpus_per_search and is_search(data) and data.get("ray", {}).get("workers", 1) == 1:
-            values["ray.cpus_per_trial"] = cpus_per_search
+        if cpus_per_search and is_search(data) and data.get("ray", {}).get("workers", 1) == 1 and not data.get("sweep"):
+            values["ray.cpus_per_trial"] = cpus_per_search  # a sweep's searches share them, as its config says
         data = apply_fields({**data, "name": f"{self.name}-{method}", "seed": self.compare.seed + seed_index}, values)
         return from_dict(data)
 
@@ -127,9 +128,6 @@ def _method(name: str, entry, base: Path, shared: dict) -> dict:
         raise ConfigError(f"{what}.set: expected a mapping of dotted fields to values, got {overrides!r}")
     experiment = apply_fields(_merge(experiment, shared), overrides)
     experiment.setdefault("name", name)
-    if experiment.get("sweep") is not None:
-        raise ConfigError(f"{what}: a `sweep:` method (a meta-sweep of searches) is not supported by compare; "
-                          "compare its search at chosen values instead")
     try:
         config = from_dict(experiment)
     except ConfigError as err:

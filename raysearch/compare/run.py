@@ -233,15 +233,16 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
           where: str) -> list[dict]:
     """One method at one seed: its search phase under the budget, then the retraining of its choices."""
     c, search = comparison.compare, config.search.algorithm in ALGORITHMS
-    print(f"{where}: {config.search.algorithm}, budget {c.budget_seconds:g} s", flush=True)
+    algorithm = config.search.algorithm if config.sweep is None else f"{config.search.algorithm} sweep"
+    print(f"{where}: {algorithm}, budget {c.budget_seconds:g} s", flush=True)
     cell = tracker.nested(f"{method} seed {seed_index}", flatten(config.to_dict()), _cell_tags(method, seed_index))
     storage, log, trial_rows = str(cell_dir / "ray"), Incumbents(search), []
-    base = {"comparison": comparison.name, "method": method, "algorithm": config.search.algorithm,
+    base = {"comparison": comparison.name, "method": method, "algorithm": algorithm,
             "seed_index": seed_index, "seed": config.seed}
     points = [(f, f * c.budget_seconds) for f in c.fractions]
     started, status = time.monotonic(), "FAILED"
     try:
-        phase = phases.search if search else phases.sweep
+        phase = phases.meta_sweep if config.sweep is not None else phases.search if search else phases.sweep
         selected = phase(config, storage, cell, trial_rows, False, [log], cell_dir / "artifacts")
         seconds = time.monotonic() - started
         records = _decoded(log.records, config)
@@ -253,7 +254,8 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
         seeds = list(range(c.retrain_seeds))
         print(f"{where}: {seconds:.1f} of {c.budget_seconds:g} s, {incumbents[-1].trial_epochs} trial-epochs, "
               f"{end}; retraining {len(choices)} choice(s) x {len(seeds)} seeds", flush=True)
-        # at the method's own CPUs per trial: a search's were raised to the whole node for its search only
+        # at the method's own CPUs per trial (a search's were raised to the whole node for its search only);
+        # a sweep's choices under its experiment's own values, whichever search derived them
         results = phases.retrain_choices(comparison.experiment(method, seed_index), storage, cell, trial_rows,
                                          [(g, json.loads(h)) for g, h in choices], seeds, [])
         rows = []
