@@ -1,6 +1,7 @@
 """Fixed NB201 cells retrained on digits_hard: does the harder embedded benchmark tell cells apart?
 
     .venv/bin/python benchmarks/digits_hard_cells.py [--epochs 20] [--seeds 3] [--cells "all conv3x3"] [--set data.rotation=30 ...]
+    .venv/bin/python benchmarks/digits_hard_cells.py --cells --cell "demo=|nor_conv_1x1~0|+|...|"   # any other cell
 
 Trains each reference cell from scratch (the NB201 skeleton of configs/autohas_nb201_digits_hard.yaml,
 its training recipe without the lr warm-up, on search-train + search-val) with `--seeds` initialisations and prints the test
@@ -60,7 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="retraining epochs (default: the config's)")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS), help="the cells to retrain")
+    parser.add_argument("--cells", nargs="*", choices=CELLS, default=list(CELLS), help="reference cells to retrain")
+    parser.add_argument("--cell", action="append", default=[], metavar="LABEL=GENOTYPE",
+                        help="another cell to retrain, e.g. one a search derived (repeatable)")
     parser.add_argument("--set", action="append", default=[], help="config override, e.g. data.rotation=30")
     args = parser.parse_args()
     config = reference_config(args.set)
@@ -70,8 +73,8 @@ def main() -> None:
     print(f"digits_hard {config.data.options}; {epochs} epochs, {args.seeds} seeds, "
           f"{torch.get_num_threads()} threads")
     print(f"{'cell':16} {'test mean':>9} {'std':>6} {'s/run':>6}   per seed")
-    for name in args.cells:
-        genotype = CELLS[name]
+    cells = {**{name: CELLS[name] for name in args.cells}, **dict(c.split("=", 1) for c in args.cell)}
+    for name, genotype in cells.items():
         runs = [retrain(config, splits, space, genotype, epochs, seed) for seed in range(args.seeds)]
         accs = [a for a, _ in runs]
         print(f"{name:16} {statistics.mean(accs):9.4f} {statistics.stdev(accs) if len(accs) > 1 else 0:6.4f} "

@@ -15,10 +15,10 @@ from raysearch.training import DIVERGED
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
-    """The trainable's own numeric metrics (Tune's bookkeeping keys dropped)."""
+    """The trainable's own numeric metrics, flags as 0/1 (a search's `search_done`); Tune's bookkeeping
+    keys dropped."""
     skip = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
-    return {k: float(v) for k, v in result.items()
-            if k not in skip and isinstance(v, numbers.Number) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in result.items() if k not in skip and isinstance(v, numbers.Number)}
 
 
 class MlflowCallback(Callback):

@@ -45,9 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted run, sweep or comparison")
     resume.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
     resume.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
-    report = sub.add_parser("report", help="print a finished comparison's table and re-render its plots from "
-                                           "its Parquet file (nothing runs)")
-    report.add_argument("run_dir", help="the run directory printed by `raysearch compare`")
+    report = sub.add_parser("report", help="print the tables of a finished run, sweep or comparison and draw its "
+                                           "plots again, from its files (nothing runs)")
+    report.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over a run's store, on its runs table "
                                    "(or print the URL of the tracking server the run used)")
     ui.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
@@ -73,7 +73,7 @@ def _is_comparison(path: str) -> bool:
 
 
 def _report(run_dir: str) -> int:
-    from raysearch.compare.report import render
+    from raysearch.report import render
 
     try:
         text, files = render(run_dir)

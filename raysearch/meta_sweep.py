@@ -173,6 +173,23 @@ def _text(value) -> str:
     return str(value)
 
 
+def trial_number(trial_id) -> str:
+    """The trial's number in its id (`<experiment>_00004` -> `00004`), as the progress lines show it."""
+    return str(trial_id).rsplit("_", 1)[-1]
+
+
+def entries(rows: list[dict], metric: str, scheduler: str, best_trial: str | None) -> list[dict]:
+    """The end-of-sweep table's entries from the searches' results.parquet rows (raysearch.phases.row)."""
+    out = []
+    for r in rows:
+        metrics = json.loads(r["metrics"])
+        status = ("failed" if r["status"] == "ERROR" else
+                  "finished" if metrics.get("search_done") else f"stopped by {scheduler}")
+        out.append({"trial": trial_number(r["trial_id"]), "values": json.loads(r["config"]), "epochs": r["epochs"],
+                    "metric": metrics.get(metric), "status": status, "best": r["trial_id"] == best_trial})
+    return out
+
+
 def table(entries: list[dict], fields: list[str], metric: str) -> str:
     """The end-of-sweep table: one row per search, with its sampled values, epochs, metric and status.
 

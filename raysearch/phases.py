@@ -317,10 +317,10 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     seconds = time.monotonic() - started
     results = sorted((r for r in grid if r.config is not None), key=_creation_index)
     derived = {id(r): read_json(r.checkpoint, DERIVED_FILE) if r.checkpoint else None for r in results}
-    for r in results:
-        d = derived[id(r)] or {}
-        rows.append(row(config, "search", r, space.values(r.config), d.get("genotype"),
-                        (r.metrics or {}).get("derived_val_acc"), hparams=d.get("hparams")))
+    search_rows = [row(config, "search", r, space.values(r.config), (derived[id(r)] or {}).get("genotype"),
+                       (r.metrics or {}).get("derived_val_acc"), hparams=(derived[id(r)] or {}).get("hparams"))
+                   for r in results]
+    rows.extend(search_rows)
     children = _end_sweep(grid, results, tracker, "searches")
     ok = [r for r in results if _error(r) is None and sweep.metric in (r.metrics or {}) and derived[id(r)]]
     if not ok:
@@ -332,17 +332,16 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     best = (max if sweep.mode == "max" else min)(pool, key=lambda r: r.metrics[sweep.metric])
     for r in ok:  # each search's encodings go to its own MLflow run; the best's go with Selected
         if r is not best:
-            tracker.log_artifacts(children[id(r)], _search_files(derived[id(r)], artifacts / "searches" / _number(r)))
-    entries = [{"trial": _number(r), "values": space.values(r.config), "epochs": (r.metrics or {}).get("epoch"),
-                "metric": (r.metrics or {}).get(sweep.metric), "status": _status(r, sweep.algorithm),
-                "best": r is best} for r in results]
+            folder = artifacts / "searches" / meta.trial_number(_row_id(r))
+            tracker.log_artifacts(children[id(r)], _search_files(derived[id(r)], folder))
+    entries = meta.entries(search_rows, sweep.metric, sweep.algorithm, _row_id(best))
     print("\n" + meta.table(entries, space.fields, sweep.metric) + "\n", flush=True)
     d = derived[id(best)]
     budget = config.search.budget_seconds
     extra = {"sweep_algorithm": sweep.algorithm, "trials": len(results), "failed_trials": len(results) - len(ok),
              "stopped_trials": sum(e["status"].startswith("stopped") for e in entries),
              "trial_epochs": sum((r.metrics or {}).get("epoch", 0) for r in results),
-             "best_params": space.values(best.config),
+             "best_params": space.values(best.config), "best_trial": _row_id(best),
              "stopped_at_budget": budget is not None and seconds >= budget}
     return Selected(d["genotype"], d["hparams"], best.metrics["derived_val_acc"], seconds, _row_id(best),
                     _search_files(d, artifacts), extra, config.without_sweep(space.values(best.config)))
@@ -382,17 +381,6 @@ def _end_sweep(grid, results: list, tracker: Tracker, what: str) -> dict:
 
 def _row_id(result) -> str | None:
     return (result.metrics or {}).get("trial_id") or _trial_id(result)
-
-
-def _number(result) -> str:
-    """The trial's number in its id (`<experiment>_00004` -> `00004`), as the progress lines show it."""
-    return str(_row_id(result)).rsplit("_", 1)[-1]
-
-
-def _status(result, scheduler: str) -> str:
-    if _error(result):
-        return "failed"
-    return "finished" if (result.metrics or {}).get("search_done") else f"stopped by {scheduler}"
 
 
 def _search_files(derived: dict, folder: Path) -> list[Path]:

@@ -158,9 +158,9 @@ def test_parquet_round_trips_and_render_writes_every_file(tmp_path):
         assert (tmp_path / name).stat().st_size > 5000, name  # a PNG with axes and points, not an empty canvas
 
 
-def test_report_without_a_comparison_says_so(tmp_path):
+def test_report_without_a_finished_run_says_so(tmp_path):
     done = cli("report", str(tmp_path), cwd=tmp_path)
-    assert done.returncode == 2 and "holds no comparison.parquet" in done.stderr
+    assert done.returncode == 2 and "holds no finished run, sweep or comparison" in done.stderr
 
 
 # -- end to end ------------------------------------------------------------------------------------------

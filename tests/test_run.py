@@ -118,6 +118,17 @@ def test_cli_run_end_to_end(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["experiment"] == "tiny" and len(summary["hparams"]["lr"]) == 1078 // 64
 
+    # `report` prints the summary again from the files, after a table of the trials, and redraws the plots
+    plots = [tmp_path / "out" / "artifacts" / name for name in ("encodings.png", "lr_schedule.png")]
+    for plot in plots:
+        plot.unlink()
+    report = _cli("report", "out", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    trials, printed = report.stdout.rstrip("\n").split("\n\n")
+    assert proc.stdout.rstrip("\n").endswith("\n" + printed)  # byte for byte what `run` printed last
+    assert [line.split()[0] for line in trials.splitlines()] == ["role", "search", "retrain"]
+    assert all(plot.stat().st_size > 5000 for plot in plots)
+
 
 def test_cli_rejects_missing_data_before_starting_ray(tmp_path):
     proc = _cli("run", str(raysearch.config.Path(__file__).parents[1] / "configs" / "autohas_nb201_digits.yaml"),
