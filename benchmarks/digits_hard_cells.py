@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/digits_hard_cells.py --cells --cell "demo=|nor_conv_1x1~0|+|...|"   # any other cell
 
 Trains each reference cell from scratch (the NB201 skeleton of configs/autohas_nb201_digits_hard.yaml,
-its training recipe without the lr warm-up, on search-train + search-val) with `--seeds` initialisations and prints the test
+its training recipe without the lr warm-up, batches of 32, on search-train + search-val) with `--seeds` initialisations and prints the test
 accuracy mean, std and per seed, and the seconds one retraining takes. The goal: >= 40 points between
 the best and the worst cell, a std under 1.5 points for the best, under a minute a retraining on 2 CPUs.
 """
@@ -37,8 +37,9 @@ CELLS = {
 }
 CONFIG = ROOT / "configs" / "autohas_nb201_digits_hard.yaml"
 # The fixed cells' recipe: that config's training defaults without the lr warm-up its AutoHAS search
-# schedules (with the warm-up the best cell's seed noise was 2.1 points, over the 1.5 allowed here).
-RECIPE = ("training.warmup_epochs=0",)
+# schedules (with the warm-up the best cell's seed noise was 2.1 points, over the 1.5 allowed here), in
+# batches of 32 as its retraining (at 64 the best cell's std over 10 seeds was 1.6 points, at 32 1.0).
+RECIPE = ("training.warmup_epochs=0", "retrain.batch_size=32")
 
 
 def reference_config(overrides=()):
@@ -50,7 +51,7 @@ def retrain(config, splits, space, genotype: str, epochs: int, seed: int) -> tup
     torch.manual_seed(seed)
     loop = TrainLoop(space.network(space.parse(genotype)), splits.train_and_val(), {"test": splits.test},
                      config.training, config.training.lr, config.training.weight_decay, epochs,
-                     config.search.batch_size, seed)
+                     config.retrain_batch_size, seed)
     started = time.perf_counter()
     for _ in range(epochs):
         metrics = loop.run_epoch()

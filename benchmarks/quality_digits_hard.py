@@ -10,7 +10,7 @@ semicolons, e.g. `gdas_nb201_digits:data.dataset=digits_hard`. For each, and eac
 - a black-box baseline runs as `raysearch.run` does (one local Ray for all of them), which retrains
   the configuration it selected;
 - either way the derived cell is also retrained with the fixed cells' recipe (the training defaults of
-  configs/autohas_nb201_digits_hard.yaml without its lr warm-up, 20 epochs, retraining seed = search seed), so that every
+  configs/autohas_nb201_digits_hard.yaml without its lr warm-up, 20 epochs in batches of 32, retraining seed = search seed), so that every
   method is compared with the fixed-cell rows on the same footing. For AutoHAS the two columns compare
   its derived lr and weight decay with the training defaults on the same cell.
 Prints per run: mean search seconds, retrained test accuracy (own recipe; fixed-cell recipe) mean and
@@ -43,7 +43,7 @@ from raysearch.search import SearchLoop  # noqa: E402
 from raysearch.spaces import build_space  # noqa: E402
 
 PARAMETER_FREE = ("none", "skip_connect", "avg_pool_3x3")
-HARD = "data.dataset=digits_hard"
+HARD = "data.dataset=digits_hard;retrain.batch_size=32"  # the digits configs on digits_hard, retrained as its configs
 ALL_OPS = "space.ops=[none,skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"
 RUNS = {
     "autohas": "autohas_nb201_digits_hard",
@@ -79,7 +79,7 @@ def differentiable(config) -> tuple[float, str, float]:
     torch.manual_seed(config.seed)
     train = TrainLoop(loop.algorithm.space.network(result.genotype), splits.train_and_val(), {"test": splits.test},
                       config.training, result.hparams["lr"], result.hparams["weight_decay"], config.retrain_epochs,
-                      config.search.batch_size, config.seed, optimizer=result.hparams.get("optimizer", "sgd"))
+                      config.retrain_batch_size, config.seed, optimizer=result.hparams.get("optimizer", "sgd"))
     for _ in range(config.retrain_epochs):
         metrics = train.run_epoch()
     return seconds, result.genotype.to_string(), metrics["test_acc"]
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated labels of the default runs: " + ", ".join(RUNS))
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--no-fixed", action="store_true", help="skip the fixed-cell reference rows")
+    parser.add_argument("--fixed-seeds", type=int, default=5, help="retraining seeds of each fixed cell")
     parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
                         help="override of the fixed cells' recipe, e.g. training.warmup_epochs=5 to compare "
                              "AutoHAS's derived lr and wd with the defaults under its own schedule")
@@ -157,7 +158,7 @@ def main() -> None:
         print(f"\nfixed cells, {ref_epochs} epochs ({reference.name} training defaults, {recipe})", flush=True)
         for name, genotype in CELLS.items():
             accs = [retrain(reference, ref_splits, ref_space, genotype, ref_epochs, seed)[0]
-                    for seed in range(args.seeds)]
+                    for seed in range(args.fixed_seeds)]
             report["fixed"][name] = accs
             print(f"{name:26} {'':8} {'':7} {'':6} {statistics.mean(accs):12.4f} {_std(accs):6.4f} "
                   f"{parameter_free_share(genotype):5.2f}", flush=True)
