@@ -47,9 +47,10 @@ HARD = "data.dataset=digits_hard;retrain.batch_size=32"  # the digits configs on
 ALL_OPS = "space.ops=[none,skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"
 RUNS = {
     "autohas": "autohas_nb201_digits_hard",
-    "autohas, digits settings": f"autohas_nb201_digits_hard:{ALL_OPS};search.tau=10;training.warmup_epochs=0",
+    # the digits config as it was when digits_hard came (all five ops, no lr warm-up)
+    "autohas (digits settings)": f"autohas_nb201_digits:{HARD};{ALL_OPS};training.warmup_epochs=0",
     "gdas": "gdas_nb201_digits_hard",
-    "gdas, digits settings": f"gdas_nb201_digits:{HARD}",
+    "gdas (digits settings)": f"gdas_nb201_digits:{HARD}",
     "gdas + perturbation": "gdas_nb201_digits_hard:search.selection=perturbation",
     "darts": f"darts_nb201_digits:{HARD}",
     "darts 2nd order": f"darts_nb201_digits:{HARD};search.order=2",

@@ -29,13 +29,13 @@ from raysearch.callbacks import (MlflowCallback, ProgressCallback, ReleaseShards
                                  numeric_metrics)
 from raysearch.config import ExperimentConfig
 from raysearch.joint import JointSpace
-from raysearch.results import plot_encodings, plot_lr
+from raysearch.results import plot_lr, plot_search
 from raysearch.search import planned_epochs
 from raysearch.spaces import build_space
 from raysearch.tracking import Tracker
 from raysearch.training import DIVERGED
-from trainables.common import read_json
-from trainables.search import DERIVED_FILE, search_trainable
+from trainables.common import copy_file, read_json
+from trainables.search import DERIVED_FILE, MODEL_FILE, search_trainable
 from trainables.sweep import sweep_trainable
 from trainables.train import choice_trainable, train_trainable
 
@@ -182,9 +182,12 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
     if spent:
         print(f"raysearch: the search reached its budget of {budget:g} s after epoch {result.metrics['epoch']} "
               f"of {planned}; it derives from there", flush=True)
+    files, extra = _search_files(derived, artifacts), {"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]}
+    if "test_acc" in result.metrics:  # a final-model search (DHA): its model is the result, tested as it is
+        extra["test_accuracy"] = result.metrics["test_acc"]
+        files.append(copy_file(result.checkpoint, MODEL_FILE, artifacts / MODEL_FILE))
     return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
-                    result.metrics["time_total_s"], result.metrics["trial_id"], _search_files(derived, artifacts),
-                    extra={"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]})
+                    result.metrics["time_total_s"], result.metrics["trial_id"], files, extra=extra)
 
 
 def _creation_index(result) -> int:
@@ -389,7 +392,7 @@ def _search_files(derived: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     history = folder / "encodings.json"
     history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
-    files = [history, plot_encodings(derived["history"], derived["labels"], folder / "encodings.png")]
+    files = [history, *plot_search(derived["history"], derived["labels"], folder)]
     if isinstance(derived["hparams"].get("lr"), list):
         files.append(plot_lr(derived["hparams"]["lr"], folder / "lr_schedule.png"))
     return files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,3 +112,61 @@ def uniform_perturbation(weights: torch.Tensor, epsilon: float, generator: torch
     (NOISE_PROJECTIONS: the reference's clip, or the Euclidean projection)."""
     noise = (torch.rand(weights.shape, generator=generator) * 2.0 - 1.0) * epsilon
     return NOISE_PROJECTIONS[projection](weights + noise.to(weights.device))
+
+
+def lasso_ista(A: torch.Tensor, b: torch.Tensor, lam: float = 1e-5, iterations: int = 200,
+               shrink: float = 0.5, tol: float = 1e-12) -> torch.Tensor:
+    """argmin_x 0.5 ||A x - b||^2 + lam ||x||_1: ISTA-NAS's recovery of the sparse architecture x from its
+    code b (the reference solves it with cvxpy and MOSEK).
+
+    Plain ISTA moves toward sparsity by lam / L a step, so at lam = 1e-5 it would need millions of steps
+    and stops near the dense least-norm solution. This is ISTA accelerated (FISTA) with continuation:
+    the threshold starts at ||A^T b||_inf and halves (`shrink`) down to `lam`, each level warm-started
+    and run for at most `iterations` steps or until a step moves x by at most `tol`. Float64 NumPy:
+    the matrices are tiny (m x n, n = a node's candidates) and per-step overhead dominates.
+    """
+    A64, b64 = A.detach().cpu().double().numpy(), b.detach().cpu().double().numpy()
+    step = 1.0 / np.linalg.norm(A64, 2) ** 2
+    gram, target = A64.T @ A64, A64.T @ b64
+    x = np.zeros(A64.shape[1])
+    level = max(float(np.abs(target).max()), lam)
+    while True:
+        level = max(level * shrink, lam)
+        y, t = x.copy(), 1.0
+        for _ in range(iterations):
+            z = y - step * (gram @ y - target)
+            new = np.sign(z) * np.maximum(np.abs(z) - step * level, 0.0)
+            t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            y = new + (t - 1.0) / t_next * (new - x)
+            moved = np.abs(new - x).max()
+            x, t = new, t_next
+            if moved <= tol:
+                break
+        if level == lam:
+            return torch.from_numpy(x)
+
+
+def top_support(x: torch.Tensor, rows: int, keep: int, allowed: torch.Tensor) -> torch.Tensor:
+    """The support of a group's recovered x ([rows * ops], row-major): the `keep` largest |x| among the
+    `allowed` entries, at most one per row (a cell keeps one op per kept edge). Ties break by index,
+    so every rank picks the same support."""
+    order = sorted(range(len(x)), key=lambda i: (-abs(float(x[i])), i))
+    ops = len(x) // rows
+    chosen, used = [], set()
+    for i in order:
+        if allowed[i] and i // ops not in used:
+            chosen.append(i)
+            used.add(i // ops)
+            if len(chosen) == keep:
+                break
+    support = torch.zeros(len(x), dtype=torch.bool)
+    support[chosen] = True
+    return support
+
+
+def ista_weights(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """ISTA-NAS's mixing weights of one group: on the support S, A_S^T b - E_S^T x_S with E = A^T A - I
+    (= x_S + A_S^T (b - A_S x_S), one ISTA step restricted to S); exactly zero off S. Differentiable in b."""
+    A_s = A * support.to(A.dtype)
+    x_s = x.to(A.dtype) * support.to(A.dtype)
+    return A_s.T @ b - (A_s.T @ (A_s @ x_s) - x_s)

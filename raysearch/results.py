@@ -27,7 +27,7 @@ class Summary:
     search_seconds: float  # wall time of the search trial
     retrain_seconds: float | None  # wall time of the retraining trial (None if disabled)
     val_accuracy: float  # search-val accuracy of the derived architecture in the supernet
-    test_accuracy: float | None  # test accuracy after retraining (None if disabled)
+    test_accuracy: float | None  # test accuracy after retraining, or of a final-model search's model (else None)
     mlflow_experiment_id: str | None  # None when tracking was unavailable
     mlflow_parent_run_id: str | None
     run_dir: str = ""  # where every file of the run is
@@ -48,7 +48,8 @@ class Summary:
             ("dataset", self.dataset), ("genotype", self.genotype), ("learning rate", lr_text),
             ("weight decay", f"{self.hparams.get('weight_decay', float('nan')):.4g}"),
             ("val accuracy (search)", f"{self.val_accuracy:.4f}"),
-            ("test accuracy (retrained)", "-" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"),
+            (f"test accuracy ({'searched model' if 'test_accuracy' in self.extra else 'retrained'})",
+             "-" if self.test_accuracy is None else f"{self.test_accuracy:.4f}"),
             ("search / retrain seconds",
              f"{self.search_seconds:.1f} / {'-' if self.retrain_seconds is None else f'{self.retrain_seconds:.1f}'}"),
             ("MLflow experiment / run", f"{self.mlflow_experiment_id or '-'} / {self.mlflow_parent_run_id or '-'}"),
@@ -119,6 +120,46 @@ def plot_encodings(history: list[dict], labels: dict[str, tuple], path: Path) ->
             ax.legend(fontsize=6)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_search(history: list[dict], labels: dict[str, tuple], folder: Path) -> list[Path]:
+    """A search's encoding plots in `folder`: encodings.png, and augmentation_policy.png for an encoding
+    whose choices are the ordered pairs `a+b` of n ops (DHA's policy: heat maps, not n^2 lines)."""
+    labels, files = dict(labels), []
+    for name, (rows, choices) in list(labels.items()):
+        ops = list(dict.fromkeys(str(c).split("+")[0] for c in choices))
+        if rows is None and all("+" in str(c) for c in choices) and len(choices) == len(ops) ** 2:
+            del labels[name]
+            epochs = [(i, epoch[name]) for i, epoch in enumerate(history) if name in epoch]  # from when it exists
+            files.append(plot_pair_policy(epochs, ops, folder / f"{name}_policy.png"))
+    if labels:
+        files.append(plot_encodings(history, labels, folder / "encodings.png"))
+    return files
+
+
+def plot_pair_policy(history: list[tuple[int, list[float]]], ops: list[str], path: Path, panels: int = 12) -> Path:
+    """An augmentation pair policy (DHA: probabilities of the ops x ops ordered pairs, row-major) as one
+    heat map per epoch (rows: first op, columns: second op), at most `panels` of the (epoch index,
+    probabilities) in `history`, evenly spaced."""
+    n = len(ops)
+    picked = sorted({round(i * (len(history) - 1) / max(panels - 1, 1)) for i in range(min(panels, len(history)))})
+    cols = min(4, len(picked))
+    nrows = -(-len(picked) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.2 * nrows), squeeze=False)
+    fig.subplots_adjust(wspace=0.6, hspace=0.6)
+    low, top = min(min(p) for _, p in history), max(max(p) for _, p in history)
+    for ax, k in zip(axes.ravel(), picked):
+        epoch, probs = history[k]
+        image = ax.imshow([probs[r * n:(r + 1) * n] for r in range(n)], vmin=low, vmax=top, cmap="viridis")
+        ax.set_title(f"epoch {epoch + 1}", fontsize=9)
+        ax.set_xticks(range(n), ops, rotation=90, fontsize=5)
+        ax.set_yticks(range(n), ops, fontsize=5)
+    for ax in axes.ravel()[len(picked):]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)

@@ -188,7 +188,9 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
         tracker.log_artifacts(_child(tracker, "search", selected.trial_id), shared + selected.files)
 
         retrain = None
-        if config.retrain.enabled:
+        if config.retrain.enabled and "test_accuracy" in selected.extra:
+            print(f"raysearch: {config.search.algorithm}'s searched model is the result: no retraining", flush=True)
+        elif config.retrain.enabled:
             retrain = phases.retrain(selected.config or config, storage, tracker, rows, restore, callbacks,
                                      selected)
             tracker.log_artifacts(_child(tracker, "retrain", retrain.metrics["trial_id"]), shared)
@@ -197,7 +199,8 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
             experiment=config.name, algorithm=config.search.algorithm, space=config.space.name,
             dataset=config.data.dataset, genotype=selected.genotype, hparams=selected.hparams,
             search_seconds=selected.seconds, retrain_seconds=retrain.metrics["time_total_s"] if retrain else None,
-            val_accuracy=selected.val_accuracy, test_accuracy=retrain.metrics["test_acc"] if retrain else None,
+            val_accuracy=selected.val_accuracy,
+            test_accuracy=retrain.metrics["test_acc"] if retrain else selected.extra.get("test_accuracy"),
             mlflow_experiment_id=tracker.experiment_id, mlflow_parent_run_id=tracker.parent_run_id,
             run_dir=str(run_dir), extra={**selected.extra, "tracking_uri": tracker.uri},
         )

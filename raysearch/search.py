@@ -77,6 +77,9 @@ class SearchLoop:
         metrics.update({k: v for k, v in result.hparams.items() if isinstance(v, float)})
         metrics["derived_val_loss"], metrics["derived_val_acc"] = self.dist.evaluate(
             self.algorithm.derived_logits, *self.splits.val, self.device)
+        if self.algorithm.final_model:  # the model is the result: its test accuracy, never used to choose
+            metrics["test_loss"], metrics["test_acc"] = self.dist.evaluate(
+                self.algorithm.derived_logits, *self.splits.test, self.device)
         self.epoch += 1
         self.history.append({k: v.tolist() for k, v in self.algorithm.encodings().items()})
         return metrics

@@ -12,3 +12,5 @@ class DataShape:
     in_channels: int  # image channels
     image_size: int  # height == width
     num_classes: int  # number of labels
+    mean: tuple[float, ...] | None = None  # per-channel mean of search-train, which the splits subtracted
+    std: tuple[float, ...] | None = None  # per-channel std of search-train, which the splits divided by

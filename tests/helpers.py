@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from ray import tune
 
@@ -44,3 +46,20 @@ class KillOnce(tune.Callback):
         if self.epoch == self.at and not os.path.exists(self.marker):
             open(self.marker, "w").close()
             os.kill(self.pid, signal.SIGKILL)
+
+
+def write_cifar(root, name, n_train=20, n_test=10):
+    """Random images in the on-disk format of the official CIFAR "python version" archives, under `root`."""
+    rng = np.random.default_rng(0)
+    if name == "cifar10":
+        folder, files, key, classes = root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "labels", 10
+        test_name = "test_batch"
+    else:
+        folder, files, key, classes = root / "cifar-100-python", ["train"], "fine_labels", 100
+        test_name = "test"
+    folder.mkdir(parents=True)
+    for name_, n in [(f, n_train) for f in files] + [(test_name, n_test)]:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 key: rng.integers(0, classes, n).tolist()}
+        with open(folder / name_, "wb") as f:
+            pickle.dump(batch, f)

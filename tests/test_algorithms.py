@@ -107,13 +107,16 @@ def test_the_seed_is_used(name, digits):
 
 
 
-def _step_lrs(algo, digits, steps: int) -> list[float]:
-    """The weight lr each of `steps` steps used (AutoHAS: its record divided by the step's lr factor)."""
+def _step_lrs(algo, digits, steps: int, base: float) -> list[float]:
+    """The weight lr each of `steps` steps used (AutoHAS: its record divided by the step's lr factor; DHA,
+    whose peak lr is searched: `base` x the schedule's factor it reports)."""
     used = []
     for i in range(steps):
-        _run(algo, digits, i, count=1)
+        metrics = _run(algo, digits, i, count=1)[0]
         if hasattr(algo, "weight_optimizer"):
             used.append(algo.weight_optimizer.param_groups[0]["lr"])
+        elif "lr_scale" in metrics:
+            used.append(base * metrics["lr_scale"])
     return used or [lr / f for lr, f in zip(algo.derive().hparams["lr"], algo.lr_factors)]
 
 
@@ -124,8 +127,8 @@ def test_warmup_epochs_ramp_the_weight_lr_then_the_schedule_runs(name, digits):
     entry = ALGORITHMS[name]
     algo = entry.build(tiny_space("nb201", DataShape(1, 8, 10)), entry.config_type(), TrainingConfig(warmup_epochs=1),
                        total_steps=8, seed=0, steps_per_epoch=2)
-    lrs = _step_lrs(algo, digits, 4)
     base = getattr(algo.options, "weight_lr", TrainingConfig().lr)
+    lrs = _step_lrs(algo, digits, 4, base)
     assert lrs[:3] == pytest.approx([base / 2, base, base]) and lrs[3] < base
 
 

@@ -33,7 +33,7 @@ CASES = {
     "autohas_perturbation": ("autohas", {"selection": "perturbation", "tune_epochs": 1}),
 }
 # where the algorithms draw their samples
-SAMPLERS = ("mix", "weight_mix", "relaxed_arch", "_sample_arch", "_sample_hparams")
+SAMPLERS = ("mix", "weight_mix", "relaxed_arch", "_sample_arch", "_sample_hparams", "_sample_augmentation")
 RESUMED = "gdas"  # the case also checkpointed by the 2 workers and resumed by 1
 
 
@@ -64,6 +64,11 @@ def _detached(value):
 
 
 def _record_draws(algorithm, draws: list) -> None:
+    """Record every sampler's output; an algorithm made of `stages` (Sequential DHA) records its stages'."""
+    for stage in getattr(algorithm, "stages", ()):
+        _record_draws(stage, draws)
+    if hasattr(algorithm, "stages"):
+        return
     for name in SAMPLERS:
         if hasattr(algorithm, name):
             method = getattr(algorithm, name)

@@ -109,7 +109,7 @@ def test_checks_span_the_swept_fields_and_the_rest_of_the_config():
 def test_a_baseline_cannot_be_swept():
     data = sweep_dict(search={"algorithm": "asha"})
     with pytest.raises(ConfigError, match="^search.algorithm: asha is a black-box baseline .* use one of autohas, "
-                                          "darts, darts_es, drnas, gdas, sdarts_rs"):
+                                          "darts, darts_es, dha, drnas, gdas, sdarts_rs, sequential_dha"):
         from_dict(data)
 
 

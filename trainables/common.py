@@ -44,15 +44,26 @@ def restore(loop) -> None:
 
 def report(metrics: dict, state: dict | bytes, files: dict[str, object] | None = None) -> None:
     """Report one epoch's metrics with a checkpoint of `state` (a state dict, or one already saved to
-    bytes by `torch.save`) plus JSON `files`."""
+    bytes by `torch.save`) plus `files` (bytes as they are, anything else as JSON)."""
     with tempfile.TemporaryDirectory() as folder:
         if isinstance(state, bytes):
             (Path(folder) / STATE_FILE).write_bytes(state)
         else:
             torch.save(state, Path(folder) / STATE_FILE)
         for name, content in (files or {}).items():
+            if isinstance(content, bytes):
+                (Path(folder) / name).write_bytes(content)
+                continue
             (Path(folder) / name).write_text(json.dumps(content))  # no indent: json's C encoder takes none (indented is pure Python)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def copy_file(checkpoint, name: str, destination: Path) -> Path:
+    """`name` of a checkpoint copied to `destination`."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as folder:
+        destination.write_bytes((Path(folder) / name).read_bytes())
+    return destination
 
 
 def read_json(checkpoint, name: str):

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from raysearch.algorithms.autohas import AutoHAS, AutoHASConfig
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult
-from raysearch.algorithms.darts import Darts, DartsConfig
-from raysearch.algorithms.darts_es import DartsES, DartsESConfig
-from raysearch.algorithms.drnas import DrNAS, DrNASConfig
-from raysearch.algorithms.gdas import GDAS, GDASConfig
-from raysearch.algorithms.sdarts_rs import SDartsRS, SDartsRSConfig
+from raysearch.algorithms.dha import DHA, DHAConfig
+from raysearch.algorithms.sequential_dha import SequentialDHA, SequentialDHAConfig
+from raysearch.algorithms.table import ARCHITECTURE_SEARCHES, AlgorithmEntry
 from raysearch.registry import Registry
 
-
-@dataclass(frozen=True)
-class AlgorithmEntry:
-    config_type: type  # frozen dataclass of the algorithm's own options
-    build: type  # SearchAlgorithm subclass: (space, options, training, total_steps, seed, device, steps_per_epoch)
-
-
 ALGORITHMS = Registry("algorithm", {
-    "autohas": AlgorithmEntry(AutoHASConfig, AutoHAS),
-    "darts": AlgorithmEntry(DartsConfig, Darts),
-    "darts_es": AlgorithmEntry(DartsESConfig, DartsES),
-    "gdas": AlgorithmEntry(GDASConfig, GDAS),
-    "drnas": AlgorithmEntry(DrNASConfig, DrNAS),
-    "sdarts_rs": AlgorithmEntry(SDartsRSConfig, SDartsRS),
+    **ARCHITECTURE_SEARCHES,  # each selects an architecture (and HPs) for retraining
+    "dha": AlgorithmEntry(DHAConfig, DHA),  # these two train the model that is the result
+    "sequential_dha": AlgorithmEntry(SequentialDHAConfig, SequentialDHA),
 })
 
 __all__ = ["ALGORITHMS", "AlgorithmEntry", "SearchAlgorithm", "SearchResult"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import dataclass
 
@@ -52,7 +53,9 @@ def split(raw: RawData, val_fraction: float, test_fraction: float, seed: int) ->
     mean = train[0].mean(dim=(0, 2, 3), keepdim=True)
     std = train[0].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
     norm = lambda t: (t - mean) / std  # noqa: E731
-    return Splits((norm(train[0]), train[1]), (norm(val[0]), val[1]), (norm(test_x), test_y), raw.shape)
+    # The shape carries the statistics, so that augmentation (DHA) can work on [0, 1] images.
+    shape = dataclasses.replace(raw.shape, mean=tuple(mean.flatten().tolist()), std=tuple(std.flatten().tolist()))
+    return Splits((norm(train[0]), train[1]), (norm(val[0]), val[1]), (norm(test_x), test_y), shape)
 
 
 def load_splits(data: DataConfig) -> Splits:

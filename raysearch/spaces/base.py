@@ -47,9 +47,10 @@ class Space(ABC):
         return {name: (len(rows), len(ops)) for name, (rows, ops) in self.encodings.items()}
 
     @abstractmethod
-    def supernet(self, partial: int = 1) -> nn.Module:
-        """Every candidate op on every row; non-affine BN with batch statistics only. `partial` k > 1
-        passes 1/k of each edge's channels through its ops (PC-DARTS; cell spaces only)."""
+    def supernet(self, partial: int = 1, affine: bool = False) -> nn.Module:
+        """Every candidate op on every row; BN with batch statistics only, non-affine unless `affine` (a
+        supernet that is itself the final model, DHA's). `partial` k > 1 passes 1/k of each edge's
+        channels through its ops (PC-DARTS; cell spaces only)."""
 
     @abstractmethod
     def network(self, genotype) -> nn.Module:

@@ -208,9 +208,9 @@ class DartsSpace(Space):
         return DartsNetwork(o.channels, o.layers, o.stem_multiplier, self.data.in_channels, self.data.num_classes,
                             cells, affine, track, partial)
 
-    def supernet(self, partial: int = 1) -> DartsNetwork:
+    def supernet(self, partial: int = 1, affine: bool = False) -> DartsNetwork:
         full = ([(node, src, self.op_names) for node, src in EDGES], CONCAT)
-        return self._network({cell: full for cell in CELL_TYPES}, affine=False, track=False, partial=partial)
+        return self._network({cell: full for cell in CELL_TYPES}, affine=affine, track=False, partial=partial)
 
     def network(self, genotype: DartsGenotype) -> DartsNetwork:
         cells = {}

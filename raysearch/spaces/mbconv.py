@@ -168,11 +168,11 @@ class MBConvSpace(Space):
         return MBConvNetwork(self.layout, candidates, self.data.in_channels, self.data.num_classes,
                              self.options.width_multiplier, affine, track)
 
-    def supernet(self, partial: int = 1) -> MBConvNetwork:
+    def supernet(self, partial: int = 1, affine: bool = False) -> MBConvNetwork:
         if partial != 1:
             raise ValueError("partial channels need a cell space whose edges keep their width (nb201, darts), "
                              "not mbconv")
-        return self._network([self.op_names] * len(self.layout), affine=False, track=False)
+        return self._network([self.op_names] * len(self.layout), affine=affine, track=False)
 
     def network(self, genotype: MBConvGenotype) -> MBConvNetwork:
         self._check(genotype)

@@ -27,7 +27,11 @@ class Edge(nn.ModuleList):
         active k: hard sampling (GDAS / AutoHAS). Only op k is computed and scaled by
         its weight (value 1); the other weights (value 0) are added as scalars so the
         output is unchanged but every weight still receives a gradient.
+        active -1: the edge is off (ISTA's weights are exactly zero on it): nothing is
+        computed and it adds its weights' zero sum.
         """
+        if active is not None and active < 0:
+            return weights.sum()
         if self.partial > 1:
             width = x.shape[1] // self.partial
             x, rest = x[:, :width], x[:, width:]

@@ -220,8 +220,8 @@ class NB201Space(Space):
         return NB201Skeleton(o.channels, o.cells_per_stage, o.stages, self.data.in_channels,
                              self.data.num_classes, tuple(candidates), partial)
 
-    def supernet(self, partial: int = 1) -> NB201Network:
-        return NB201Network(self._skeleton([self.op_names] * len(EDGES), partial), cell_affine=False, track=False)
+    def supernet(self, partial: int = 1, affine: bool = False) -> NB201Network:
+        return NB201Network(self._skeleton([self.op_names] * len(EDGES), partial), cell_affine=affine, track=False)
 
     def network(self, genotype: NB201Genotype) -> NB201Network:
         return NB201Network(self._skeleton([(op,) for op in genotype.ops]), cell_affine=True, track=True)
