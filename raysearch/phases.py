@@ -155,8 +155,11 @@ def _finished(result, role: str, epochs: int, rows: list, failed_row: dict, budg
     if result.error is not None:
         rows.append(failed_row)
         raise RunFailed(f"{role} trial failed: {failed_row['error']}")
+    if budget_spent and not (result.metrics or {}).get("epoch"):  # stopped by its time budget before an epoch
+        rows.append(failed_row)
+        raise RunFailed(f"the {role} trial reported no epoch within its budget of search.budget_seconds")
     if budget_spent:
-        epochs = 1  # stopped by its time budget: it derives from its last epoch, if it ran one
+        epochs = 1  # stopped by its time budget: it derives from its last epoch
     if (result.metrics or {}).get("epoch", 0) < epochs:  # Tune returns normally on Ctrl-C
         raise RunInterrupted(f"the {role} trial stopped after epoch {(result.metrics or {}).get('epoch', 0)} "
                              f"of {epochs}")

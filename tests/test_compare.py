@@ -25,7 +25,8 @@ from tests.helpers import ROOT, cli, free_port
 from tests.browser import ARTIFACTS, chromium, render_page
 
 TINY_SPACE = {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1}
-CELL_RUNS = sorted(f"{method} seed {i}" for method in ("autohas", "random", "autohas-sweep") for i in range(2))
+METHODS = ("autohas", "random", "autohas-sweep", "dha")
+CELL_RUNS = sorted(f"{method} seed {i}" for method in METHODS for i in range(2))
 
 
 def _comparison(**compare):
@@ -38,6 +39,7 @@ def _comparison(**compare):
             "random": {"config": "random_nb201_digits.yaml", "set": {"search.epochs": 2, "search.budget_epochs": 40}},
             "autohas-sweep": {"config": "sweep_autohas_digits.yaml",
                               "set": {"search.epochs": 3, "sweep.num_samples": 3, "sweep.grace_period": 1}},
+            "dha": {"config": "dha_nb201_digits.yaml", "set": {"search.epochs": 3}},  # its model is the result
         },
     }
 
@@ -217,12 +219,14 @@ def test_compare_end_to_end_and_report(tiny_run):
     out, done, uri = tiny_run
     rows = read_rows(out)
     budget = 8.0
-    assert len(rows) == 3 * 2 * 2  # methods x seeds x budget points
+    assert len(rows) == len(METHODS) * 2 * 2  # methods x seeds x budget points
     for i in range(2):  # paired: seed index i has one seed, the same for both methods, another than index 1-i
         assert {r["seed"] for r in rows if r["seed_index"] == i} == {i}
     ends = [r for r in rows if r["budget_fraction"] == 1.0]
     for r in ends:
-        assert r["status"] in ("stopped at budget", "finished early") and len(r["test_accuracies"]) == 2
+        assert r["status"] in ("stopped at budget", "finished early")
+        # k = 2 retrainings of each choice; DHA's model is tested as its search trained it, once
+        assert len(r["test_accuracies"]) == (1 if r["method"] == "dha" else 2)
         reports = json.loads((out / "cells" / r["method"] / f"seed{r['seed_index']}" / "cell.json").read_text())["reports"]
         # no epoch is reported later than one epoch's cost after the budget
         by_trial = {}
@@ -235,6 +239,11 @@ def test_compare_end_to_end_and_report(tiny_run):
     for r in rows:  # the anytime point chose from what was reported by then
         if r["budget_fraction"] == 0.5 and r["status"] != "no choice yet":
             assert r["used_seconds"] <= 4.0
+    dha_ends = [r for r in ends if r["method"] == "dha"]
+    for r in dha_ends:  # the model at the end of its search, as its search trial reported it
+        search = pq.read_table(out / "cells" / "dha" / f"seed{r['seed_index']}" / "results.parquet").to_pylist()
+        assert [s["role"] for s in search] == ["search"]
+        assert r["test_accuracies"] == [json.loads(search[0]["metrics"])["test_acc"]] and r["retrain_seconds"] is None
     # every choice was retrained k = 2 times, once per distinct choice
     cell_rows = pq.read_table(out / "cells" / "random" / "seed0" / "results.parquet").to_pylist()
     distinct = {r["genotype"] + (r["hparams"] or "") for r in rows if r["method"] == "random" and r["seed_index"] == 0
@@ -254,8 +263,9 @@ def test_compare_end_to_end_and_report(tiny_run):
     assert sorted(r.info.run_name for r in cells) == CELL_RUNS
     for cell in cells:
         roles = [r.data.tags["raysearch.role"] for r in tree.get(cell.info.run_id, [])]
-        assert "search" in roles and roles.count("retrain") >= 2 and cell.info.status == "FINISHED"
-    assert set(parent.data.metrics) == {"test_accuracy.autohas", "test_accuracy.random", "test_accuracy.autohas-sweep"}
+        retrainings = 0 if cell.info.run_name.startswith("dha") else 2
+        assert "search" in roles and roles.count("retrain") >= retrainings and cell.info.status == "FINISHED"
+    assert set(parent.data.metrics) == {f"test_accuracy.{m}" for m in METHODS}
     # the sweep method: its searches' trials under its method x seed run, each one whole search
     sweep_rows = [r for r in ends if r["method"] == "autohas-sweep"]
     assert {r["algorithm"] for r in sweep_rows} == {"autohas sweep"}
@@ -295,9 +305,25 @@ def test_resume_reruns_only_the_interrupted_method(tiny_run):
     (out / "comparison.parquet").unlink()
     resumed = cli("resume", str(out), cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.count("finished earlier, kept") == 5
-    assert "[compare 6/6] random seed 1: random, budget 8 s" in resumed.stdout
-    assert len(read_rows(out)) == 12
+    cells_run = len(METHODS) * 2
+    assert resumed.stdout.count("finished earlier, kept") == cells_run - 1
+    position = len(METHODS) + sorted(METHODS).index("random") + 1  # the stored config lists methods sorted
+    assert f"[compare {position}/{cells_run}] random seed 1: random, budget 8 s" in resumed.stdout
+    assert len(read_rows(out)) == cells_run * 2
     tree = _tree(uri, "tiny-compare")
     cells = tree[tree[None][0].info.run_id]
     assert sorted(r.info.run_name for r in cells) == CELL_RUNS  # the interrupted attempt's run is gone
+
+
+def test_a_search_the_budget_stops_before_its_first_epoch_fails_its_cell_only():
+    """A comparison goes on (raysearch.compare.run catches RunFailed per method x seed); an interruption would
+    end it."""
+    from types import SimpleNamespace
+
+    from raysearch.phases import RunFailed, _finished
+
+    rows = []
+    with pytest.raises(RunFailed, match="no epoch within its budget"):
+        _finished(SimpleNamespace(error=None, metrics={}), "search", 20, rows, {"role": "search"}, budget_spent=True)
+    assert rows == [{"role": "search"}]
+    _finished(SimpleNamespace(error=None, metrics={"epoch": 3}), "search", 20, rows, {}, budget_spent=True)

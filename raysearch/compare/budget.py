@@ -2,7 +2,8 @@
 
 A record is one reported epoch of one trial: {"t": seconds since the phase
 began, "trial": trial id, "epoch": the trial's epochs so far, "val": its
-search-val accuracy, "genotype", "hparams"}. A differentiable search has one
+search-val accuracy, "genotype", "hparams", and for a search whose trained model is the result (DHA)
+"test": that model's test accuracy then}. A differentiable search has one
 trial, whose derived configuration at each epoch is the record's; a baseline's
 trials each train one configuration. The rule is the one the phases use at the
 end (raysearch.phases.sweep): among the trials' latest records by then, the
@@ -24,6 +25,7 @@ class Incumbent:
     val_accuracy: float | None  # search-val accuracy behind the choice
     seconds: float  # when the chosen record was reported (seconds since the phase began)
     trial_epochs: int  # epochs every trial had reported by the budget point: the cost in trial-epochs
+    test_accuracy: float | None = None  # a final-model search's (DHA) model's test accuracy then; else None
 
 
 def incumbent(records: list[dict], at: float) -> Incumbent | None:
@@ -36,4 +38,5 @@ def incumbent(records: list[dict], at: float) -> Incumbent | None:
         return None
     top = max(r["epoch"] for r in latest.values())
     best = max((r for r in latest.values() if r["epoch"] == top), key=lambda r: r["val"] or 0.0)
-    return Incumbent(best["genotype"], best["hparams"], best["val"], best["t"], sum(r["epoch"] for r in latest.values()))
+    return Incumbent(best["genotype"], best["hparams"], best["val"], best["t"], sum(r["epoch"] for r in latest.values()),
+                     best.get("test"))

@@ -66,7 +66,7 @@ class Incumbents(Callback):
         if self.search:  # Tune processes a result's checkpoint right after the result
             derived, last = read_json(checkpoint, DERIVED_FILE), trial.last_result
             self._record(trial, last["epoch"], last.get("derived_val_acc"), genotype=derived["genotype"],
-                         hparams=derived["hparams"])
+                         hparams=derived["hparams"], test=last.get("test_acc"))
 
 
 @dataclass(frozen=True)
@@ -231,8 +231,11 @@ def _size(config, genotype: str) -> tuple[int, float]:
 
 def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir: Path, tracker: Tracker,
           where: str) -> list[dict]:
-    """One method at one seed: its search phase under the budget, then the retraining of its choices."""
+    """One method at one seed: its search phase under the budget, then the retraining of its choices (a
+    search whose trained model is the result, DHA, is not retrained: its model's test accuracy at each
+    point is its row's, one value per seed)."""
     c, search = comparison.compare, config.search.algorithm in ALGORITHMS
+    final_model = search and ALGORITHMS[config.search.algorithm].build.final_model
     algorithm = config.search.algorithm if config.sweep is None else f"{config.search.algorithm} sweep"
     print(f"{where}: {algorithm}, budget {c.budget_seconds:g} s", flush=True)
     cell = tracker.nested(f"{method} seed {seed_index}", flatten(config.to_dict()), _cell_tags(method, seed_index))
@@ -248,16 +251,19 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
         records = _decoded(log.records, config)
         incumbents = [incumbent(records, at) for _, at in points[:-1]]
         incumbents.append(Incumbent(selected.genotype, selected.hparams, selected.val_accuracy, seconds,
-                                    selected.extra["trial_epochs"]))
+                                    selected.extra["trial_epochs"], selected.extra.get("test_accuracy")))
         end = "stopped at budget" if selected.extra["stopped_at_budget"] else "finished early"
         choices = list(dict.fromkeys((i.genotype, json.dumps(i.hparams)) for i in incumbents if i is not None))
         seeds = list(range(c.retrain_seeds))
+        retraining = "its trained model is the result" if final_model else \
+            f"retraining {len(choices)} choice(s) x {len(seeds)} seeds"
         print(f"{where}: {seconds:.1f} of {c.budget_seconds:g} s, {incumbents[-1].trial_epochs} trial-epochs, "
-              f"{end}; retraining {len(choices)} choice(s) x {len(seeds)} seeds", flush=True)
+              f"{end}; {retraining}", flush=True)
         # at the method's own CPUs per trial (a search's were raised to the whole node for its search only);
         # a sweep's choices under its experiment's own values, whichever search derived them
-        results = phases.retrain_choices(comparison.experiment(method, seed_index), storage, cell, trial_rows,
-                                         [(g, json.loads(h)) for g, h in choices], seeds, [])
+        results = {} if final_model else phases.retrain_choices(
+            comparison.experiment(method, seed_index), storage, cell, trial_rows,
+            [(g, json.loads(h)) for g, h in choices], seeds, [])
         rows = []
         for (fraction, at), inc in zip(points, incumbents):
             if inc is None:
@@ -265,15 +271,18 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
                              "search_seconds": seconds})
                 continue
             index = choices.index((inc.genotype, json.dumps(inc.hparams)))
-            tests = [results[(index, s)]["test_acc"] for s in seeds]
+            if final_model:
+                tests, retrain_seconds = [inc.test_accuracy], None
+            else:
+                tests = [results[(index, s)]["test_acc"] for s in seeds]
+                retrain_seconds = statistics.mean(results[(index, s)]["time_total_s"] for s in seeds)
             params, macs = _size(config, inc.genotype)
             rows.append({**base, "budget_fraction": fraction, "budget_seconds": at, "used_seconds": inc.seconds,
                          "trial_epochs": inc.trial_epochs, "genotype": inc.genotype,
                          "hparams": json.dumps(inc.hparams), "val_accuracy": inc.val_accuracy,
                          "test_mean": statistics.mean(tests), "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
                          "test_accuracies": tests, "params": params, "flops": macs, "search_seconds": seconds,
-                         "retrain_seconds": statistics.mean(results[(index, s)]["time_total_s"] for s in seeds),
-                         "status": end})
+                         "retrain_seconds": retrain_seconds, "status": end})
         final = rows[-1]
         cell.log_metrics(cell.parent_run_id, {"test_accuracy": final["test_mean"], "search_seconds": seconds,
                                               "trial_epochs": final["trial_epochs"]}, 0)
