@@ -2,15 +2,14 @@
 registry, then train that architecture from scratch with DHA's online augmentation and hyper-parameter
 steps (DHA with `search_arch: false`); the model at the end is the result.
 
-The first `architecture_share` of `search.epochs` run the architecture search (`architecture_search` with
-its `architecture_options`, under the experiment's `training` section); then its derived genotype is fixed and a
-fresh network (new weights, seeded) trains for the remaining epochs.
+The first `architecture_share` of `search.epochs` run the architecture search (`architecture_search`
+with its `architecture_options`, under the experiment's `training` section); then its derived genotype
+is fixed and a fresh network (new weights, seeded) trains for the remaining epochs.
 `search_augmentation: false` or `search_hparams: false` turn those parts of the second stage off.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -22,6 +21,7 @@ from raysearch.algorithms.table import ARCHITECTURE_SEARCHES
 from raysearch.distributed import LOCAL
 from raysearch.schema import ConfigError, build, spec
 from raysearch.training import TrainingConfig
+
 
 @dataclass(frozen=True)
 class SequentialDHAConfig(DHAConfig):
@@ -45,7 +45,7 @@ class SequentialDHAConfig(DHAConfig):
                 raise ConfigError(f"search.architecture_options: expected FIELD=VALUE, got {item!r}")
             values[name.strip()] = yaml.safe_load(text)
         config_type = ARCHITECTURE_SEARCHES[self.architecture_search].config_type
-        known = [f.name for f in dataclasses.fields(config_type)]
+        known = [f.name for f in fields(config_type)]
         for name in values:
             if name not in known:  # said here: build_named would list the outer section's fields instead
                 raise ConfigError(f"search.architecture_options: {name} is not an option of "

@@ -133,7 +133,7 @@ def _by_method(rows: list[dict]) -> dict[str, list[dict]]:
 def _save(fig, ax, xlabel: str, path: Path) -> Path:
     """A line or scatter plot of test accuracy with one legend entry per method, written to `path`."""
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (retrained)")
+    ax.set_ylabel("test accuracy (retrained; a final-model search: as trained)")
     ax.legend(fontsize=7)
     fig.subplots_adjust(left=0.12, bottom=0.13, right=0.97, top=0.96)
     fig.savefig(path, dpi=90)
@@ -170,7 +170,7 @@ def plot_final(rows: list[dict], path: Path) -> Path:
         if values:
             ax.hlines(statistics.mean(values), x - 0.3, x + 0.3, color="black")
     ax.set_xticks(range(len(final)), list(final), rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy (retrained)")
+    ax.set_ylabel("test accuracy (retrained; a final-model search: as trained)")
     fig.subplots_adjust(left=0.8 / width, bottom=0.25, right=0.97, top=0.96)
     fig.savefig(path, dpi=90)
     plt.close(fig)
