@@ -92,7 +92,7 @@ def _write_imagefolder(root, splits=(("train", 6), ("test", 2)), classes=tuple(_
 
 
 def test_imagefolder_reads_class_folders_and_uses_test_or_val_as_the_test_set(tmp_path):
-    from raysearch.data.datasets import ImageFolderConfig, load_imagefolder
+    from raysearch.data.imagefolder import ImageFolderConfig, load_imagefolder
 
     root = _write_imagefolder(tmp_path / "pets")
     (root / "train" / "cat" / "notes.txt").write_text("not an image")  # ignored
@@ -122,16 +122,16 @@ def test_imagefolder_reads_class_folders_and_uses_test_or_val_as_the_test_set(tm
 def test_imagefolder_caches_decoded_images_until_a_file_changes(tmp_path, monkeypatch):
     import os
 
-    from raysearch.data import datasets
-    from raysearch.data.datasets import ImageFolderConfig, load_imagefolder
+    from raysearch.data import imagefolder
+    from raysearch.data.imagefolder import ImageFolderConfig, load_imagefolder
 
     root = _write_imagefolder(tmp_path)
     first = load_imagefolder(str(root), ImageFolderConfig(image_size=16))
     cached = list((root / ".raysearch_cache").iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".pt"
 
-    real_decode = datasets._decode_image
-    monkeypatch.setattr(datasets, "_decode_image", lambda *a: pytest.fail("decoded although cached"))
+    real_decode = imagefolder._decode_image
+    monkeypatch.setattr(imagefolder, "_decode_image", lambda *a: pytest.fail("decoded although cached"))
     again = load_imagefolder(str(root), ImageFolderConfig(image_size=16))  # the cache folder is no class
     assert torch.equal(first.x, again.x) and torch.equal(first.test_y, again.test_y)
 
@@ -140,7 +140,7 @@ def test_imagefolder_caches_decoded_images_until_a_file_changes(tmp_path, monkey
     os.utime(changed, ns=(1, 1))  # another mtime even where the file system's clock is coarse
     with pytest.raises(pytest.fail.Exception, match="decoded although cached"):
         load_imagefolder(str(root), ImageFolderConfig(image_size=16))  # the change is seen: decodes again
-    monkeypatch.setattr(datasets, "_decode_image", real_decode)
+    monkeypatch.setattr(imagefolder, "_decode_image", real_decode)
     rebuilt = load_imagefolder(str(root), ImageFolderConfig(image_size=16))
     assert not torch.equal(first.x, rebuilt.x)
     assert [p.name for p in (root / ".raysearch_cache").iterdir()] != [cached[0].name]  # the stale one is gone
@@ -154,7 +154,7 @@ def test_imagefolder_caches_decoded_images_until_a_file_changes(tmp_path, monkey
 
 
 def test_imagefolder_errors_name_data_root_the_path_and_the_layout(tmp_path):
-    from raysearch.data.datasets import ImageFolderConfig
+    from raysearch.data.imagefolder import ImageFolderConfig
 
     layout = "ROOT/train/<class>/<image>.png"
     cases = [(None, "data.root: not set")]
@@ -185,7 +185,7 @@ def test_imagefolder_errors_name_data_root_the_path_and_the_layout(tmp_path):
 
 def test_imagefolder_options_come_from_the_data_section_of_a_yaml_file(tmp_path):
     from raysearch.config import ConfigError, from_dict, load_config
-    from raysearch.data.datasets import ImageFolderConfig
+    from raysearch.data.imagefolder import ImageFolderConfig
 
     root = _write_imagefolder(tmp_path / "pets")
     (tmp_path / "exp.yaml").write_text(f"name: t\ndata:\n  dataset: imagefolder\n  root: {root}\n"
