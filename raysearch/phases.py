@@ -29,7 +29,7 @@ from raysearch.callbacks import (MlflowCallback, ProgressCallback, ReleaseShards
                                  numeric_metrics)
 from raysearch.config import ExperimentConfig
 from raysearch.joint import JointSpace
-from raysearch.results import plot_lr, plot_search
+from raysearch.results import plot_search
 from raysearch.search import planned_epochs
 from raysearch.spaces import build_space
 from raysearch.tracking import Tracker
@@ -395,7 +395,4 @@ def _search_files(derived: dict, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     history = folder / "encodings.json"
     history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
-    files = [history, *plot_search(derived["history"], derived["labels"], folder)]
-    if isinstance(derived["hparams"].get("lr"), list):
-        files.append(plot_lr(derived["hparams"]["lr"], folder / "lr_schedule.png"))
-    return files
+    return [history, *plot_search(derived["history"], derived["labels"], folder, derived["hparams"].get("lr"))]

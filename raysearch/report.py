@@ -20,7 +20,7 @@ from raysearch import meta_sweep as meta
 from raysearch.compare.report import PARQUET as COMPARISON_PARQUET
 from raysearch.compare.report import render as render_comparison
 from raysearch.config import load_config
-from raysearch.results import Summary, plot_lr, plot_search
+from raysearch.results import Summary, plot_search
 
 COLUMNS = ("role", "trial", "status", "epochs", "seconds", "val acc", "test acc", "lr", "weight decay", "genotype")
 
@@ -76,9 +76,7 @@ def _plots(run_dir: Path, rows: list[dict]) -> list[Path]:
            for r in rows if r["role"] == "search" and r["hparams"]}
     for history in sorted(artifacts.rglob("encodings.json")):
         folder, encodings = history.parent, json.loads(history.read_text())
-        files += plot_search(encodings["history"], encodings["labels"], folder)
         lr = (json.loads((folder / "hparams.json").read_text()).get("lr") if folder == artifacts
               else lrs.get(folder.name))
-        if isinstance(lr, list):
-            files.append(plot_lr(lr, folder / "lr_schedule.png"))
+        files += plot_search(encodings["history"], encodings["labels"], folder, lr)
     return files

@@ -125,9 +125,10 @@ def plot_encodings(history: list[dict], labels: dict[str, tuple], path: Path) ->
     return Path(path)
 
 
-def plot_search(history: list[dict], labels: dict[str, tuple], folder: Path) -> list[Path]:
-    """A search's encoding plots in `folder`: encodings.png, and augmentation_policy.png for an encoding
-    whose choices are the ordered pairs `a+b` of n ops (DHA's policy: heat maps, not n^2 lines)."""
+def plot_search(history: list[dict], labels: dict[str, tuple], folder: Path, lr=None) -> list[Path]:
+    """A search's plots in `folder`: encodings.png, augmentation_policy.png for an encoding whose choices
+    are the ordered pairs `a+b` of n ops (DHA's policy: heat maps, not n^2 lines), and lr_schedule.png for
+    a derived per-step `lr` list (AutoHAS)."""
     labels, files = dict(labels), []
     for name, (rows, choices) in list(labels.items()):
         ops = list(dict.fromkeys(str(c).split("+")[0] for c in choices))
@@ -137,6 +138,8 @@ def plot_search(history: list[dict], labels: dict[str, tuple], folder: Path) -> 
             files.append(plot_pair_policy(epochs, ops, folder / f"{name}_policy.png"))
     if labels:
         files.append(plot_encodings(history, labels, folder / "encodings.png"))
+    if isinstance(lr, list):
+        files.append(plot_lr(lr, folder / "lr_schedule.png"))
     return files
 
 

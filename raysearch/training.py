@@ -31,6 +31,15 @@ class DivergenceError(RuntimeError):
 DIVERGED = "diverged"  # key of a trial's last result when it ended because its loss diverged (value: the reason)
 
 
+def clipped(grads: list[torch.Tensor], max_norm: float | None) -> list[torch.Tensor]:
+    """`grads` scaled so that their total norm is at most `max_norm` (None: unchanged), as
+    clip_grad_norm_ does to `.grad`, for gradients held apart from the parameters."""
+    if max_norm is None:
+        return list(grads)
+    scale = (max_norm / (torch.nn.utils.get_total_norm(grads) + 1e-6)).clamp(max=1.0)
+    return [g * scale for g in grads]
+
+
 def check_finite(loss: torch.Tensor, what: str, step: int) -> None:
     if not torch.isfinite(loss):
         raise DivergenceError(f"{what} is {loss.item()} at step {step}: the run diverged")

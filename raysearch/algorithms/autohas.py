@@ -62,7 +62,7 @@ from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
 from raysearch.schema import ConfigError, spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import entropy, gumbel_hard
-from raysearch.training import TrainingConfig, scheduled_lr
+from raysearch.training import TrainingConfig, clipped, scheduled_lr
 
 MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 HP_ENCODINGS = ("lr", "wd", "optimizer")
@@ -167,11 +167,7 @@ class AutoHAS(SearchAlgorithm):
         # Unsampled ops get no gradient: zeros, so their weights still decay and keep momentum.
         grads = torch.autograd.grad(loss, self.weights, allow_unused=True, materialize_grads=True)
         _, grads = self.synced(loss, grads, "training loss")  # g, and with it W', is global
-        if self.training.grad_clip is not None:
-            norm = torch.nn.utils.get_total_norm(grads)
-            scale = (self.training.grad_clip / (norm + 1e-6)).clamp(max=1.0)
-            grads = [g * scale for g in grads]
-        return loss, logits, grads
+        return loss, logits, clipped(grads, self.training.grad_clip)
 
     def _weight_step(self, grads, chosen: int, lr: float, wd: float, parts=None) -> None:
         """The sampled optimizer's step, in place: W <- W - lr (u + wd v) with its step `parts` (u, v) at W

@@ -35,7 +35,8 @@ class SearchAlgorithm(ABC):
     dist = LOCAL  # the distributed context; the constructor sets it
     steps = 0  # search steps taken
     selection = None  # the selection that runs after the search epochs, or None (the derivation rule only)
-    final_model = False  # the trained supernet is the result (DHA): tested as it is, never retrained
+    final_model = False  # the trained supernet is the result (DHA): tested as it is, never retrained, and
+    # saved from its `model_state()` (the supernet's state and how it computes), which such a search defines
 
     def synced(self, loss: torch.Tensor, tensors, what: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`loss` and `tensors` (gradients of it) averaged over ranks in one collective; then a loss that is
@@ -85,10 +86,6 @@ class SearchAlgorithm(ABC):
     @abstractmethod
     def derived_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Supernet output with the derived architecture (for validation accuracy)."""
-
-    def model_state(self) -> dict:
-        """What a `final_model` search saves as its model: the supernet's state and how it computes."""
-        raise NotImplementedError(f"{type(self).__name__} is not a final-model search")
 
     @abstractmethod
     def state_dict(self) -> dict:

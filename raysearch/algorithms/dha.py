@@ -47,7 +47,7 @@ from raysearch.augment import OP_NAMES, Augmenter, PairPolicy
 from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
 from raysearch.schema import ConfigError, spec
-from raysearch.training import TrainingConfig, scheduled_lr
+from raysearch.training import TrainingConfig, clipped, scheduled_lr
 
 
 POLICY = "augmentation"  # the encoding name of the pair policy (probabilities of the ops x ops pairs)
@@ -178,9 +178,7 @@ class DHA(SearchAlgorithm):
         self.encoding_optimizer.step()
 
         # (3) W' = W - lr(t) (m buf + g + wd W) with lr and wd in the graph; their hypergradient at W'
-        if self.training.grad_clip is not None:
-            norm = torch.nn.utils.get_total_norm(g)
-            g = [gi * (self.training.grad_clip / (norm + 1e-6)).clamp(max=1.0) for gi in g]
+        g = clipped(g, self.training.grad_clip)
         lr = torch.tensor(self.lr, device=self.device, requires_grad=True)
         wd = torch.tensor(self.wd, device=self.device, requires_grad=True)
         factor = self._schedule()

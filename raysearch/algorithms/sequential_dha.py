@@ -67,8 +67,9 @@ class SequentialDHA(SearchAlgorithm):
         epochs = max(1, total_steps // self.steps_per_epoch)
         first_epochs = min(max(1, round(options.architecture_share * epochs)), epochs)
         entry = ARCHITECTURE_SEARCHES[options.architecture_search]
-        self.first = entry.build(space, options.first_stage_options(), training, total_steps=first_epochs * self.steps_per_epoch,
-                                 seed=seed, device=device, steps_per_epoch=self.steps_per_epoch, dist=dist)
+        self.first = entry.build(space, options.first_stage_options(), training,
+                                 total_steps=first_epochs * self.steps_per_epoch, seed=seed, device=device,
+                                 steps_per_epoch=self.steps_per_epoch, dist=dist)
         # built now (its seeded initial weights apart from the first stage's); it gets its cell later
         dha = {f.name: getattr(options, f.name) for f in fields(DHAConfig)}
         self.training_stage = DHA(space, DHAConfig(**{**dha, "search_arch": False, "genotype": None}), training,
