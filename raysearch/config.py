@@ -46,9 +46,6 @@ class RetrainConfig:
     batch_size: int | None = spec(None, ge=1)  # retraining mini-batch size; null = search.batch_size
 
 
-
-
-
 @dataclass(frozen=True)
 class RayConfig:
     address: str | None = None  # Ray cluster address; null starts a local Ray with this machine's CPUs

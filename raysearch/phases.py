@@ -188,7 +188,12 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
     files, extra = _search_files(derived, artifacts), {"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]}
     if "test_acc" in result.metrics:  # a final-model search (DHA): its model is the result, tested as it is
         extra["test_accuracy"] = result.metrics["test_acc"]
-        files.append(copy_file(result.checkpoint, MODEL_FILE, artifacts / MODEL_FILE))
+        model = copy_file(result.checkpoint, MODEL_FILE, artifacts / MODEL_FILE)
+        if model is not None:
+            files.append(model)
+        else:
+            print("raysearch: the search stopped before it trained its model (Sequential DHA in its first "
+                  "stage): no model.pt", flush=True)
     return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
                     result.metrics["time_total_s"], result.metrics["trial_id"], files, extra=extra)
 

@@ -15,7 +15,7 @@ from raysearch.relax import lasso_ista, top_support
 from raysearch.schema import ConfigError
 from raysearch.spaces import DataShape
 from tests.conftest import tiny_space
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_cifar
 from tests.helpers import cli as _cli
 
 SHAPE = DataShape(1, 8, 10, mean=(0.3,), std=(0.37,))
@@ -161,15 +161,21 @@ def test_augmentation_draws_are_those_of_the_global_batch_sliced_by_rank(digits)
     assert not torch.equal(whole[0], x)
 
 
-def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path, digits):
-    proc = _cli("run", str(ROOT / "configs" / "dha_nb201_digits.yaml"), "--set", "search.epochs=2",
-                "--set", "space.channels=4", "--set", "space.cells_per_stage=1", "--output-dir", "out", cwd=tmp_path)
+def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path):
+    """The shipped GPU config (configs/dha_darts_cifar10.yaml: DARTS cells, its ranges and rates) on a
+    generated CIFAR-10 tree, scaled down in size only: it runs on a CPU unchanged."""
+    write_cifar(tmp_path / "data", "cifar10", n_train=80)  # 5 files: 360 search-train, 40 search-val images
+    small = {"data.root": str(tmp_path / "data"), "search.epochs": 2, "search.batch_size": 32,
+             "space.channels": 4, "space.layers": 3, "ray.cpus_per_trial": 1}
+    args = [a for key, value in small.items() for a in ("--set", f"{key}={value}")]
+    proc = _cli("run", str(ROOT / "configs" / "dha_darts_cifar10.yaml"), *args, "--output-dir", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[search 2/2]" in proc.stdout and "[retrain" not in proc.stdout
     assert "test accuracy (searched model)" in proc.stdout
     run = tmp_path / "out"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["retrain_seconds"] is None and 0.0 < summary["test_accuracy"] <= 1.0
+    assert summary["retrain_seconds"] is None and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["genotype"].startswith("Genotype(normal=[") and summary["genotype"].count("('") == 16  # 2 a node
     rows = pq.read_table(run / "results.parquet").to_pylist()
     assert [r["role"] for r in rows] == ["search"]
     # the saved model is the one tested: the supernet with its mixing gives the same test accuracy
@@ -194,14 +200,17 @@ def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path, dig
     assert {"model.pt", "augmentation_policy.png"} <= artifacts
 
 
-def _sequential_loop(digits):
+def _loop(digits, algorithm, **search):
     from raysearch.config import from_dict
     from raysearch.search import SearchLoop
     from tests.conftest import TINY
 
-    config = from_dict({**TINY, "search": {"algorithm": "sequential_dha", "epochs": 2, "batch_size": 64,
-                                           "architecture_search": "gdas"}})
+    config = from_dict({**TINY, "search": {"algorithm": algorithm, "epochs": 2, "batch_size": 64, **search}})
     return SearchLoop.from_config(config, digits)
+
+
+def _sequential_loop(digits):
+    return _loop(digits, "sequential_dha", architecture_search="gdas")
 
 
 def test_sequential_dha_trains_the_cell_its_first_stage_derived_from_fresh_weights(digits):
@@ -221,6 +230,31 @@ def test_sequential_dha_trains_the_cell_its_first_stage_derived_from_fresh_weigh
     assert again.run_epoch() == second
     with pytest.raises(ConfigError, match="search.search_arch"):
         ALGORITHMS["sequential_dha"].config_type(search_arch=False, genotype=derived).check(None)
+
+
+def test_every_epoch_of_a_final_model_search_saves_the_model_it_tested(digits):
+    """A budget (`search.budget_seconds`, `raysearch compare`) may stop the search after any epoch: the
+    checkpoint it stops at holds the model whose test accuracy that epoch reported (Sequential DHA has one
+    from its training stage on)."""
+    import io
+
+    from raysearch.training import accuracy
+    from trainables.search import MODEL_FILE, epoch_report
+
+    def saved(loop):
+        result, files = epoch_report(loop, loop.run_epoch())
+        if MODEL_FILE not in files:
+            return None
+        model = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=False)
+        net = loop.algorithm.net
+        net.load_state_dict(model["net"])
+        _, test = accuracy(lambda x: net(x, model["weights"], model["active"]), *digits.test, torch.device("cpu"))
+        return test == pytest.approx(result["test_acc"], abs=1e-9)
+
+    dha = _loop(digits, "dha")
+    assert saved(dha) and not dha.done
+    sequential = _sequential_loop(digits)
+    assert saved(sequential) is None and saved(sequential) and sequential.done
 
 
 def test_sequential_dha_passes_its_architecture_options_to_the_first_stage():

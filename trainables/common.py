@@ -58,11 +58,14 @@ def report(metrics: dict, state: dict | bytes, files: dict[str, object] | None =
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def copy_file(checkpoint, name: str, destination: Path) -> Path:
-    """`name` of a checkpoint copied to `destination`."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
+def copy_file(checkpoint, name: str, destination: Path) -> Path | None:
+    """`name` of a checkpoint copied to `destination`; None when the checkpoint has no such file."""
     with checkpoint.as_directory() as folder:
-        destination.write_bytes((Path(folder) / name).read_bytes())
+        source = Path(folder) / name
+        if not source.exists():
+            return None
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(source.read_bytes())
     return destination
 
 

@@ -46,7 +46,7 @@ from raysearch.training import pick_device
 from trainables.common import checkpoint_state, report, restore, set_up_trial
 
 DERIVED_FILE = "derived.json"
-MODEL_FILE = "model.pt"  # a final-model search's (DHA) trained model, in its last checkpoint
+MODEL_FILE = "model.pt"  # a final-model search's (DHA) trained model, in every checkpoint: a budget may end it anywhere
 _POLL_S = 0.5  # how often the trial, waiting for an epoch, checks that the search still runs
 _EXIT_WAIT_S = 10.0  # how long a process that ends waits for its halted search (it halts at its next batch)
 
@@ -58,9 +58,10 @@ def epoch_report(loop: SearchLoop, metrics: dict) -> tuple[dict, dict]:
     derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": list(loop.history),
                "labels": loop.algorithm.encoding_labels()}
     files = {DERIVED_FILE: derived}
-    if loop.done and loop.algorithm.final_model:
+    model = loop.algorithm.model_state() if loop.algorithm.final_model else None
+    if model is not None:
         buffer = io.BytesIO()
-        torch.save(loop.algorithm.model_state(), buffer)
+        torch.save(model, buffer)
         files[MODEL_FILE] = buffer.getvalue()
     return ({**metrics, "epoch": loop.epoch, "search_done": loop.done, "genotype": derived["genotype"]}, files)
 

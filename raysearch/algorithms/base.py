@@ -36,7 +36,8 @@ class SearchAlgorithm(ABC):
     steps = 0  # search steps taken
     selection = None  # the selection that runs after the search epochs, or None (the derivation rule only)
     final_model = False  # the trained supernet is the result (DHA): tested as it is, never retrained, and
-    # saved from its `model_state()` (the supernet's state and how it computes), which such a search defines
+    # saved every epoch from its `model_state()` (the supernet's state and how it computes, or None while it
+    # has no model yet), which such a search defines
 
     def synced(self, loss: torch.Tensor, tensors, what: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`loss` and `tensors` (gradients of it) averaged over ranks in one collective; then a loss that is
