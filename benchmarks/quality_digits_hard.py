@@ -1,6 +1,6 @@
 """Search quality on digits_hard: every method at its shipped config, 3 seeds, against fixed cells.
 
-    .venv/bin/python benchmarks/quality_digits_hard.py [--seeds 3] [--only autohas,gdas,...] [--json FILE]
+    .venv/bin/python benchmarks/quality_digits_hard.py [--seeds 3] [--first-seed 0] [--only autohas,gdas,...] [--json FILE]
     .venv/bin/python benchmarks/quality_digits_hard.py LABEL=CONFIG[:OVERRIDE;OVERRIDE...] ...
 
 Each run is a config in configs/ (name without .yaml) and, after a colon, `--set` overrides separated by
@@ -97,6 +97,7 @@ def baseline(config, out: Path) -> tuple[float, str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (a second batch of seeds)")
     parser.add_argument("--only", help="comma-separated labels of the default runs: " + ", ".join(RUNS))
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--no-fixed", action="store_true", help="skip the fixed-cell reference rows")
@@ -125,7 +126,7 @@ def main() -> None:
         for label, spec in runs.items():
             name, _, rest = spec.partition(":")
             seeds = []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 config = load_config(ROOT / "configs" / f"{name}.yaml", [*(o for o in rest.split(";") if o),
                                                                          f"seed={seed}"])
                 if config.search.algorithm in BASELINES:
