@@ -29,7 +29,7 @@ from raysearch.callbacks import (MlflowCallback, ProgressCallback, ReleaseShards
                                  numeric_metrics)
 from raysearch.config import ExperimentConfig
 from raysearch.joint import JointSpace
-from raysearch.results import plot_search
+from raysearch.results import search_files
 from raysearch.search import planned_epochs
 from raysearch.spaces import build_space
 from raysearch.tracking import Tracker
@@ -185,7 +185,7 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
     if spent:
         print(f"raysearch: the search reached its budget of {budget:g} s after epoch {result.metrics['epoch']} "
               f"of {planned}; it derives from there", flush=True)
-    files, extra = _search_files(derived, artifacts), {"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]}
+    files, extra = search_files(derived, artifacts), {"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]}
     if "test_acc" in result.metrics:  # a final-model search (DHA): its model is the result, tested as it is
         extra["test_accuracy"] = result.metrics["test_acc"]
         model = copy_file(result.checkpoint, MODEL_FILE, artifacts / MODEL_FILE)
@@ -344,7 +344,7 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
     for r in ok:  # each search's encodings go to its own MLflow run; the best's go with Selected
         if r is not best:
             folder = artifacts / "searches" / meta.trial_number(_row_id(r))
-            tracker.log_artifacts(children[id(r)], _search_files(derived[id(r)], folder))
+            tracker.log_artifacts(children[id(r)], search_files(derived[id(r)], folder))
     entries = meta.entries(search_rows, sweep.metric, sweep.algorithm, _row_id(best))
     print("\n" + meta.table(entries, space.fields, sweep.metric) + "\n", flush=True)
     d = derived[id(best)]
@@ -355,7 +355,7 @@ def meta_sweep(config: ExperimentConfig, storage: str, tracker: Tracker, rows: l
              "best_params": space.values(best.config), "best_trial": _row_id(best),
              "stopped_at_budget": budget is not None and seconds >= budget}
     return Selected(d["genotype"], d["hparams"], best.metrics["derived_val_acc"], seconds, _row_id(best),
-                    _search_files(d, artifacts), extra, config.without_sweep(space.values(best.config)))
+                    search_files(d, artifacts), extra, config.without_sweep(space.values(best.config)))
 
 
 @contextlib.contextmanager
@@ -393,11 +393,3 @@ def _end_sweep(grid, results: list, tracker: Tracker, what: str) -> dict:
 def _row_id(result) -> str | None:
     return (result.metrics or {}).get("trial_id") or _trial_id(result)
 
-
-def _search_files(derived: dict, folder: Path) -> list[Path]:
-    """encodings.json (probabilities of every encoding after every epoch), encodings.png and, for a
-    per-step lr (AutoHAS), lr_schedule.png of a search's derived.json, written in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    history = folder / "encodings.json"
-    history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
-    return [history, *plot_search(derived["history"], derived["labels"], folder, derived["hparams"].get("lr"))]

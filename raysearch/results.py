@@ -125,6 +125,15 @@ def plot_encodings(history: list[dict], labels: dict[str, tuple], path: Path) ->
     return Path(path)
 
 
+def search_files(derived: dict, folder: Path) -> list[Path]:
+    """encodings.json (probabilities of every encoding after every epoch; `raysearch report` redraws from
+    it) and the search's plots, of a search's derived.json, written in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    history = folder / "encodings.json"
+    history.write_text(json.dumps({"labels": derived["labels"], "history": derived["history"]}))
+    return [history, *plot_search(derived["history"], derived["labels"], folder, derived["hparams"].get("lr"))]
+
+
 def plot_search(history: list[dict], labels: dict[str, tuple], folder: Path, lr=None) -> list[Path]:
     """A search's plots in `folder`: encodings.png, augmentation_policy.png for an encoding whose choices
     are the ordered pairs `a+b` of n ops (DHA's policy: heat maps, not n^2 lines), and lr_schedule.png for

@@ -182,15 +182,12 @@ def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path):
     from raysearch.config import load_config
     from raysearch.data import load_splits
     from raysearch.spaces import build_space
-    from raysearch.training import accuracy
 
     config = load_config(run / "config.yaml")
     splits = load_splits(config.data)
     model = torch.load(run / "artifacts" / "model.pt", weights_only=False)
     assert model["genotype"] == summary["genotype"]
-    net = build_space(config.space, splits.shape).supernet(affine=model["affine"])
-    net.load_state_dict(model["net"])
-    _, test = accuracy(lambda x: net(x, model["weights"], model["active"]), *splits.test, torch.device("cpu"))
+    test = _saved_model_accuracy(model, build_space(config.space, splits.shape), splits.test)
     assert test == pytest.approx(summary["test_accuracy"], abs=1e-9)
     assert (run / "artifacts" / "augmentation_policy.png").stat().st_size > 0
     client = MlflowClient(f"sqlite:///{run / 'mlflow.db'}")
@@ -198,6 +195,15 @@ def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path):
     assert len(client.get_metric_history(child.info.run_id, "test_acc")) == 2
     artifacts = {f.path for f in client.list_artifacts(child.info.run_id)}
     assert {"model.pt", "augmentation_policy.png"} <= artifacts
+
+
+def _saved_model_accuracy(model: dict, space, test) -> float:
+    """Test accuracy of a saved final model, rebuilt from nothing but its space and the saved file."""
+    from raysearch.training import accuracy
+
+    net = space.supernet(affine=model["affine"])
+    net.load_state_dict(model["net"])
+    return accuracy(lambda x: net(x, model["weights"], model["active"]), *test, torch.device("cpu"))[1]
 
 
 def _loop(digits, algorithm, **search):
@@ -238,7 +244,6 @@ def test_every_epoch_of_a_final_model_search_saves_the_model_it_tested(digits):
     from its training stage on)."""
     import io
 
-    from raysearch.training import accuracy
     from trainables.search import MODEL_FILE, epoch_report
 
     def saved(loop):
@@ -246,10 +251,8 @@ def test_every_epoch_of_a_final_model_search_saves_the_model_it_tested(digits):
         if MODEL_FILE not in files:
             return None
         model = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=False)
-        net = loop.algorithm.net
-        net.load_state_dict(model["net"])
-        _, test = accuracy(lambda x: net(x, model["weights"], model["active"]), *digits.test, torch.device("cpu"))
-        return test == pytest.approx(result["test_acc"], abs=1e-9)
+        return _saved_model_accuracy(model, loop.algorithm.space, digits.test) == pytest.approx(
+            result["test_acc"], abs=1e-9)
 
     dha = _loop(digits, "dha")
     assert saved(dha) and not dha.done
