@@ -33,6 +33,12 @@ def gumbel_hard(logits: torch.Tensor, tau: float, generator: torch.Generator):
     return hard - probs.detach() + probs, index
 
 
+def linear_tau(tau_max: float, tau_min: float, epoch: int, epochs: int) -> float:
+    """GDAS's temperature schedule: linear per epoch from tau_max (first epoch) to tau_min (last)."""
+    last = max(epochs - 1, 1)
+    return tau_max - (tau_max - tau_min) * min(epoch, last) / last
+
+
 def probability_entropy(p: torch.Tensor) -> torch.Tensor:
     """Mean entropy (nats) of the rows of `p` (each sums to 1; zeros, e.g. pruned ops, count 0)."""
     return -torch.special.xlogy(p, p).sum(-1).mean()

@@ -264,3 +264,19 @@ def test_the_encodings_stay_still_through_the_warm_up_then_move(digits):
     assert any(not torch.equal(a, b) for a, b in zip(weights, loop.algorithm.net.parameters()))
     loop.run_epoch()
     assert all(not torch.equal(before[k], v) for k, v in loop.algorithm.enc.items())
+
+
+@pytest.mark.parametrize("tau_min, expected", [(None, [10.0, 10.0, 10.0]), (0.1, [10.0, 5.05, 0.1])])
+def test_tau_min_anneals_every_sample_s_temperature_per_epoch_as_gdas(digits, monkeypatch, tau_min, expected):
+    """`tau_min`: GDAS's linear fall per epoch; without it the paper's fixed tau. Every Gumbel sample of
+    an epoch (architecture and hyper-parameters) uses that epoch's temperature, and the epoch reports it."""
+    from raysearch.algorithms import autohas
+
+    loop = SearchLoop.from_config(tiny_config(search={"epochs": 3, "tau": 10.0, "tau_min": tau_min}), digits)
+    used, sample = [], autohas.gumbel_hard
+    monkeypatch.setattr(autohas, "gumbel_hard", lambda logits, tau, generator: (
+        used.append(tau), sample(logits, tau, generator))[1])
+    for tau in expected:
+        used.clear()
+        assert loop.run_epoch()["tau"] == pytest.approx(tau)
+        assert used and all(t == pytest.approx(tau) for t in used)

@@ -35,6 +35,13 @@ weights with the derived optimizer and weight decay, from tune_lr_factor x
 the derived lr at its peak, cosine to 0, and the architecture encodings by
 first-order Gumbel samples (no W'); the derived HPs stay as the search left them.
 
+Temperature: the paper keeps tau at 10. `tau_min` anneals it as GDAS does
+(linear per epoch from `tau` to `tau_min`): the forward stays hard, but the
+straight-through gradients grow ~1/tau, so under Adam, whose second moment
+remembers the small early gradients, the encodings move little while the
+weights are still near chance and faster once they have learned (README,
+"Search quality on digits_hard").
+
 Ablations: `search_hparams: false` searches the architecture under the
 training section's HPs; `search_arch: false` searches the HPs of the fixed
 `genotype`.
@@ -61,7 +68,7 @@ from raysearch.algorithms.selection import SelectionConfig, build_selection
 from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
 from raysearch.schema import ConfigError, spec
 from raysearch.distributed import LOCAL
-from raysearch.relax import entropy, gumbel_hard
+from raysearch.relax import entropy, gumbel_hard, linear_tau
 from raysearch.training import TrainingConfig, clipped, scheduled_lr
 
 MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -74,6 +81,7 @@ W_PRIME = ("current", "updated")  # where the encoding step's W' starts: see the
 @dataclass(frozen=True)
 class AutoHASConfig(SelectionConfig):
     tau: float = spec(10.0, gt=0.0)  # Gumbel softmax temperature (the forward is hard: it scales gradients)
+    tau_min: float | None = spec(None, gt=0.0)  # set: tau falls linearly per epoch from tau to this (GDAS's schedule)
     encoding_lr: float = spec(0.002, gt=0.0)  # Adam lr of all encodings
     encoding_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     lr_multipliers: tuple[float, ...] = spec(MULTIPLIERS, gt=0.0)  # lr basis = scheduled default lr x these
@@ -108,6 +116,7 @@ class AutoHAS(SearchAlgorithm):
         self.total_steps, self.device, self.dist = total_steps, torch.device(device), dist
         self.warmup_steps = training.warmup_epochs * (steps_per_epoch or total_steps)
         self.encoding_warmup_steps = options.warmup_epochs * (steps_per_epoch or total_steps)
+        self.steps_per_epoch = steps_per_epoch or total_steps
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the supernet's initial weights
             self.net = dist.prepare(space.supernet()).to(self.device)
@@ -134,13 +143,21 @@ class AutoHAS(SearchAlgorithm):
         self.selection = build_selection(self, options, seed)
 
     # -- sampling -------------------------------------------------------------------
+    def tau(self) -> float:
+        """The temperature of this step's samples: fixed, or GDAS's linear fall per epoch to tau_min."""
+        o = self.options
+        if o.tau_min is None:
+            return o.tau
+        epochs = -(-self.total_steps // self.steps_per_epoch)
+        return linear_tau(o.tau, o.tau_min, self.steps // self.steps_per_epoch, epochs)
+
     def _sample_arch(self):
         if self.fixed is not None:
             weights = {n: w.to(self.device) for n, w in self.space.derived_weights(self.fixed).items()}
             return weights, {n: w.argmax(-1).tolist() for n, w in weights.items()}
         weights, active = {}, {}
         for name in self.arch_names:
-            weights[name], index = gumbel_hard(self.enc[name], self.options.tau, self.generator)
+            weights[name], index = gumbel_hard(self.enc[name], self.tau(), self.generator)
             active[name] = index.tolist()  # one host copy, shared by both forward passes
         return weights, active
 
@@ -149,7 +166,7 @@ class AutoHAS(SearchAlgorithm):
         if not self.options.search_hparams:
             one = torch.ones(1, device=self.device)
             return one[0], torch.tensor(self.training.weight_decay, device=self.device), one, 0
-        tau = self.options.tau
+        tau = self.tau()
         lr_p, _ = gumbel_hard(self.enc["lr"], tau, self.generator)
         wd_p, _ = gumbel_hard(self.enc["wd"], tau, self.generator)
         if "optimizer" in self.enc:
@@ -183,6 +200,7 @@ class AutoHAS(SearchAlgorithm):
         x, y = (t.to(self.device) for t in train_batch)
         xv, yv = (t.to(self.device) for t in val_batch)
         # (1) one sample of every encoding, shared by all cells and both halves of the step
+        tau = self.tau()  # the temperature this step samples with
         arch_w, active = self._sample_arch()
         factor, b, opt_p, chosen = self._sample_hparams()
         base = [scheduled_lr(lr, self.steps, self.total_steps, self.training.lr_schedule, self.warmup_steps)
@@ -222,7 +240,7 @@ class AutoHAS(SearchAlgorithm):
         metrics = {
             "train_loss": loss.item(), "train_acc": (logits.argmax(1) == y).float().mean().item(),
             "val_loss": val_loss.item(), "val_acc": (val_logits.argmax(1) == yv).float().mean().item(),
-            "sampled_lr": lr, "sampled_wd": wd,
+            "sampled_lr": lr, "sampled_wd": wd, "tau": tau,
             **{f"{name}_entropy": entropy(self.enc[name]).item() for name in HP_ENCODINGS if name in self.enc},
         }
         if self.arch_names:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from raysearch.algorithms.supernet import SupernetConfig, SupernetSearch
 from raysearch.schema import spec
-from raysearch.relax import gumbel_hard
+from raysearch.relax import gumbel_hard, linear_tau
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ class GDAS(SupernetSearch):
     arch_first = False
 
     def tau(self) -> float:
-        o, last = self.options, max(self.epochs - 1, 1)
-        return o.tau_max - (o.tau_max - o.tau_min) * min(self.epoch, last) / last
+        return linear_tau(self.options.tau_max, self.options.tau_min, self.epoch, self.epochs)
 
     def mix(self):
         weights, active = {}, {}
