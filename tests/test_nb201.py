@@ -47,6 +47,19 @@ def test_every_op_gives_the_output_shape(name, c_in, c_out, stride):
         assert not out.any()
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (3, 5, 7, 9)])
+def test_avg_pool_is_torch_pooling_without_the_padding_counted(stride, shape):
+    """The table's avg_pool_3x3 is a box convolution over the in-bounds count (faster on CPU): the same
+    values and gradients as nn.AvgPool2d(3, stride, 1, count_include_pad=False), at every border."""
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ours = OPS["avg_pool_3x3"](shape[1], shape[1], stride, False, False)(x)
+    torch_pool = torch.nn.AvgPool2d(3, stride, 1, count_include_pad=False)(x)
+    torch.testing.assert_close(ours, torch_pool)
+    (ours_grad,), (torch_grad,) = (torch.autograd.grad((y * y).sum(), x) for y in (ours, torch_pool))
+    torch.testing.assert_close(ours_grad, torch_grad)
+
+
 def _space(stages=1, cells=1):
     return NB201Space(NB201SpaceConfig(channels=4, cells_per_stage=cells, stages=stages), DataShape(1, 8, 10))
 
