@@ -112,12 +112,13 @@ class AutoHASConfig(SelectionConfig):
 class AutoHAS(SearchAlgorithm):
     def __init__(self, space, options: AutoHASConfig, training: TrainingConfig, total_steps: int,
                  seed: int, device=torch.device("cpu"), steps_per_epoch: int | None = None, dist=LOCAL):
-        # Schedules are per step; steps_per_epoch only sizes the warm-up (training.warmup_epochs).
+        # Schedules are per step; steps_per_epoch only sizes the warm-ups and tau_min's per-epoch schedule.
         self.space, self.options, self.training = space, options, training
         self.total_steps, self.device, self.dist = total_steps, torch.device(device), dist
-        self.warmup_steps = training.warmup_epochs * (steps_per_epoch or total_steps)
-        self.encoding_warmup_steps = options.warmup_epochs * (steps_per_epoch or total_steps)
         self.steps_per_epoch = steps_per_epoch or total_steps
+        self.epochs = -(-total_steps // self.steps_per_epoch)  # what tau_min's schedule spans
+        self.warmup_steps = training.warmup_epochs * self.steps_per_epoch
+        self.encoding_warmup_steps = options.warmup_epochs * self.steps_per_epoch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the supernet's initial weights
             self.net = dist.prepare(space.supernet()).to(self.device)
@@ -149,8 +150,7 @@ class AutoHAS(SearchAlgorithm):
         o = self.options
         if o.tau_min is None:
             return o.tau
-        epochs = -(-self.total_steps // self.steps_per_epoch)
-        return linear_tau(o.tau, o.tau_min, self.steps // self.steps_per_epoch, epochs)
+        return linear_tau(o.tau, o.tau_min, self.steps // self.steps_per_epoch, self.epochs)
 
     def _sample_arch(self):
         if self.fixed is not None:
