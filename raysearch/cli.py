@@ -13,7 +13,7 @@ from pathlib import Path
 
 from raysearch.compare.config import STATE_FILE as COMPARISON_STATE, load_comparison
 from raysearch.config import ConfigError, check_command, load_config, read_yaml
-from raysearch.data import DatasetNotFoundError, check_available
+from raysearch.data import DatasetNotFoundError, check_available, root_unset
 from raysearch.preflight import check_config
 from raysearch.ui import UiError, serve
 
@@ -138,40 +138,57 @@ def main(argv=None) -> int:
     if args.command != "resume":
         try:
             args.config_obj = load_config(args.config, args.overrides)
-            check_available(args.config_obj.data.dataset, args.config_obj.data.root)
+            data_checked = _check_data(args.config_obj, args.command)
             check_command(args.config_obj, args.command)
+            if args.command == "validate" and data_checked:
+                check_config(args.config_obj)  # the checks that need no Ray: batch vs splits, one step's memory
         except (ConfigError, DatasetNotFoundError) as err:
             print(f"raysearch: error: {err}", file=sys.stderr)
             return 2
     if args.command == "validate":
-        try:  # the checks that need no Ray: batch vs splits, one step's memory
-            check_config(args.config_obj)
-        except ConfigError as err:
-            print(f"raysearch: error: {err}", file=sys.stderr)
-            return 2
         c = args.config_obj
         sweep = "" if c.sweep is None else (f"; `raysearch sweep`: {c.sweep.num_samples} searches over "
                                             f"{', '.join(p.field for p in c.sweep.params)}")
-        print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset}{sweep})")
+        print(f"{args.config}: valid ({c.search.algorithm} on {c.space.name} / {c.data.dataset}{sweep})"
+              + ("" if data_checked else _DATA_UNCHECKED.format(dataset=c.data.dataset, key="data.root")))
         return 0
     return _run_or_resume(args)
 
 
+# `validate` of a config whose data.root is unset: the shipped GPU configs are templates that each machine
+# completes, so their fields are checked without the files; `run` refuses them until data.root is set.
+_DATA_UNCHECKED = ("; its data was not checked: {dataset} is read from data.root, which is not set "
+                   "(`--set {key}=DIR`; the batch and memory checks need the data too)")
+
+
+def _check_data(config, command: str) -> bool:
+    """Raise DatasetNotFoundError unless the config's data is there; False, without a check, when `validate`
+    meets a dataset read from files with no data.root."""
+    if command == "validate" and root_unset(config.data.dataset, config.data.root):
+        return False
+    check_available(config.data.dataset, config.data.root)
+    return True
+
+
 def _comparison(args) -> int:
     """`compare` or `validate` of a comparison config: load and check every method first."""
+    unchecked = []
     try:
         args.config_obj = comparison = load_comparison(args.config, args.overrides)
         for method in comparison.methods:
             config = comparison.experiment(method, 0)
-            check_available(config.data.dataset, config.data.root)
-            check_config(config)
+            if _check_data(config, args.command):
+                check_config(config)
+            else:
+                unchecked.append(config.data.dataset)
     except (ConfigError, DatasetNotFoundError) as err:
         print(f"raysearch: error: {err}", file=sys.stderr)
         return 2
     if args.command == "validate":
         c = comparison.compare
+        note = _DATA_UNCHECKED.format(dataset=unchecked[0], key="shared.data.root") if unchecked else ""
         print(f"{args.config}: valid (comparison of {', '.join(comparison.methods)}: {c.seeds} seeds, "
-              f"{c.budget_seconds:g} s each)")
+              f"{c.budget_seconds:g} s each){note}")
         return 0
     return _run_or_resume(args)
 

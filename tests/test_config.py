@@ -90,6 +90,24 @@ def test_validate_command_exits_2_with_one_line_and_no_traceback():
     assert ok.returncode == 0, ok.stderr
 
 
+@pytest.mark.parametrize("name, key", [("dha_darts_cifar10.yaml", "data.root"),
+                                       ("compare_cifar10.yaml", "shared.data.root")])
+def test_validate_checks_a_gpu_config_without_its_data_and_run_refuses_it(name, key, tmp_path, capsys):
+    """The shipped CIFAR configs leave data.root unset: `validate` passes their fields and says the data
+    was not checked; a root given is checked; `run` and `compare` need one."""
+    from raysearch.cli import main
+
+    config = str(ROOT / "configs" / name)
+    assert main(["validate", config]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{config}: valid (") and "its data was not checked" in out and f"--set {key}=DIR" in out
+    assert main(["validate", config, "--set", f"{key}={tmp_path}"]) == 2  # an empty directory
+    assert "missing data_batch_1" in capsys.readouterr().err
+    assert main(["validate", config, "--set", "search.epochs=0" if key == "data.root" else "compare.seeds=0"]) == 2
+    assert main(["compare" if key.startswith("shared") else "run", config]) == 2
+    assert "needs data.root" in capsys.readouterr().err
+
+
 def test_an_override_that_is_not_yaml_names_the_field():
     with pytest.raises(ConfigError, match=r"space.ops: --set value '\[skip_connect' is not YAML"):
         load_config(DEFAULT, ["space.ops=[skip_connect"])

@@ -106,6 +106,12 @@ def _locate_cifar(name: str, root: str | None) -> Path:
     return folder
 
 
+def root_unset(dataset: str, root: str | None) -> bool:
+    """A dataset read from files whose config names no directory: a shipped GPU config is a template
+    that each machine completes with `--set data.root=DIR`."""
+    return root is None and not DATASETS[dataset].embedded
+
+
 def check_available(dataset: str, root: str | None) -> None:
     """Raise DatasetNotFoundError now, before any resource is taken, if the files are missing."""
     if dataset in _CIFAR:
@@ -126,11 +132,12 @@ def load_cifar(name: str, root: str | None) -> RawData:
 class DatasetEntry:
     config_type: type  # frozen dataclass of the dataset's own options (`data:` fields beside `dataset`)
     load: object  # (root, options) -> RawData
+    embedded: bool = False  # built in memory (scikit-learn's digits); False: read from files under data.root
 
 
 DATASETS = Registry("dataset", {
-    "digits": DatasetEntry(NoOptions, load_digits),
-    "digits_hard": DatasetEntry(DigitsHardConfig, load_digits_hard),
+    "digits": DatasetEntry(NoOptions, load_digits, embedded=True),
+    "digits_hard": DatasetEntry(DigitsHardConfig, load_digits_hard, embedded=True),
     "cifar10": DatasetEntry(NoOptions, lambda root=None, options=None: load_cifar("cifar10", root)),
     "cifar100": DatasetEntry(NoOptions, lambda root=None, options=None: load_cifar("cifar100", root)),
     "imagefolder": DatasetEntry(ImageFolderConfig, load_imagefolder),
