@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from raysearch.config import DataConfig
-from raysearch.data import BatchStream, DatasetNotFoundError, check_available, load_splits
+from raysearch.data import DATASETS, BatchStream, DatasetNotFoundError, check_available, load_splits, root_unset
 from tests.helpers import write_cifar
 
 
@@ -35,6 +35,18 @@ def test_cifar_reads_the_on_disk_format(tmp_path, name, classes, n_train):
     assert len(splits.test[0]) == 10  # the official test set is used as is
     assert len(splits.train[0]) + len(splits.val[0]) == n_train
     assert splits.train[0].shape[1:] == (3, 32, 32)
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_a_dataset_needs_data_root_exactly_when_it_is_not_embedded(name):
+    """`validate` passes a config with data.root unset only for datasets read from files, which `run` refuses."""
+    if DATASETS[name].embedded:
+        check_available(name, None)
+        assert not root_unset(name, None)
+    else:
+        with pytest.raises(DatasetNotFoundError, match="data.root"):
+            check_available(name, None)
+        assert root_unset(name, None) and not root_unset(name, "/data")
 
 
 def test_cifar_missing_or_incomplete_directory_says_where_and_how(tmp_path):
