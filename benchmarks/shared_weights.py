@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raysearch.config import load_config  # noqa: E402
-from raysearch.data import load_splits  # noqa: E402
+from raysearch.data import BatchStream, load_splits  # noqa: E402
 from raysearch.spaces import build_space  # noqa: E402
 from raysearch.training import scheduled_lr  # noqa: E402
 
@@ -56,42 +56,39 @@ def rules(ops: tuple[str, ...]) -> dict:
     }
 
 
-def forward(net, encoding: str, n_ops: int, x, path):
+def forward(net, space, x, path):
     """The supernet on one path: hard one-hot weights, only the active op computed on each edge."""
-    return net(x, {encoding: F.one_hot(path, n_ops).float()}, {encoding: path})
+    encoding = next(iter(space.encodings))
+    return net(x, {encoding: F.one_hot(path, len(space.op_names)).float()}, {encoding: path})
 
 
 def train(config, splits, space, rule, epochs: int, lr: float, seed: int):
     """The supernet's weights trained on `rule`'s paths; (it, the last epoch's training accuracy)."""
-    o, batch = config.search.options, config.search.batch_size
-    encoding, n_ops = next(iter(space.encodings)), len(space.op_names)
+    o = config.search.options
     torch.manual_seed(seed)
     net = space.supernet()
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=o.weight_momentum, weight_decay=o.weight_decay)
-    x, y = splits.train
-    per_epoch, gen = len(x) // batch, torch.Generator().manual_seed(seed + 1)
-    step = 0
-    for _ in range(epochs):
-        order, correct = torch.randperm(len(x), generator=gen), 0
-        for i in range(per_epoch):
-            for group in optimizer.param_groups:
-                group["lr"] = scheduled_lr(lr, step, epochs * per_epoch, "cosine", 0, o.weight_lr_min)
-            index = order[i * batch:(i + 1) * batch]
-            logits = forward(net, encoding, n_ops, x[index], rule(gen))
-            loss = F.cross_entropy(logits, y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
-            optimizer.step()
-            correct += (logits.argmax(1) == y[index]).sum().item()
-            step += 1
-    return net, correct / (per_epoch * batch)
+    batches, paths = BatchStream(*splits.train, config.search.batch_size, seed), torch.Generator().manual_seed(seed + 1)
+    total, last_epoch = epochs * batches.batches_per_pass, []  # the last pass's batch accuracies
+    for step in range(total):
+        for group in optimizer.param_groups:
+            group["lr"] = scheduled_lr(lr, step, total, "cosine", 0, o.weight_lr_min)
+        x, y = next(batches)
+        logits = forward(net, space, x, rule(paths))
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), o.grad_clip)
+        optimizer.step()
+        if step >= total - batches.batches_per_pass:
+            last_epoch.append((logits.argmax(1) == y).float().mean().item())
+    return net, sum(last_epoch) / len(last_epoch)  # equal batches: the pass's accuracy
 
 
 @torch.no_grad()
 def val_accuracy(net, space, splits, path) -> float:
     x, y = splits.val
-    logits = forward(net, next(iter(space.encodings)), len(space.op_names), x, path)
+    logits = forward(net, space, x, path)
     return (logits.argmax(1) == y).float().mean().item()
 
 
