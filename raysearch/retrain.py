@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from raysearch.data import BatchStream
-from raysearch.training import TrainingConfig, accuracy, check_finite, replay, scheduled_lr
+from raysearch.training import TrainingConfig, accuracy, check_finite, replay, scheduled_lr, set_lr
 
 
 class TrainLoop:
@@ -44,8 +44,7 @@ class TrainLoop:
         loss_sum = correct = seen = 0
         for _ in range(self.stream.batches_per_pass):
             x, y = (t.to(self.device) for t in next(self.stream))
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr(self.steps)
+            set_lr(self.optimizer, self._lr(self.steps))
             logits = self.net(x)
             loss = F.cross_entropy(logits, y)
             check_finite(loss, "training loss", self.steps)

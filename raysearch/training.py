@@ -58,6 +58,12 @@ def scheduled_lr(base: float, step: int, total_steps: int, schedule: str, warmup
     return floor + 0.5 * (base - floor) * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The lr of every param group of `optimizer` (schedules are computed by the caller, per step)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def replay(values, step: int, total_steps: int) -> float:
     """The value of a recorded per-step list at the same fraction of a run of `total_steps`.
 

@@ -1,6 +1,7 @@
 """Algorithm-specific facts of the DARTS family (the shared contract is in test_algorithms.py)."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from torch.func import functional_call
 
 from raysearch.algorithms import ALGORITHMS
 from raysearch.algorithms.darts import Darts, DartsConfig
+from raysearch.algorithms.supernet import SupernetConfig
 from raysearch.config import TrainingConfig
 from raysearch.spaces import DataShape
 from tests.conftest import tiny_space
@@ -187,3 +189,40 @@ def test_gdas_weights_of_unsampled_ops_still_decay_and_follow_their_momentum(dig
     assert unsampled, "every op was sampled: nothing to check"
     moved = [n for n in unsampled if not torch.equal(before[n], dict(algo.net.named_parameters())[n].detach())]
     assert moved == unsampled
+
+
+SUPERNET_SEARCHES = [name for name, entry in ALGORITHMS.items() if issubclass(entry.config_type, SupernetConfig)]
+
+
+@pytest.mark.parametrize("name", SUPERNET_SEARCHES)
+def test_encoding_lr_warm_up_ramps_the_encodings_step_linearly(name, digits):
+    """With `arch_warmup_epochs` the encodings' Adam lr is arch_lr x (t + 1) / warm-up steps at step t, then
+    arch_lr; Adam's first step moves every encoding by about its lr, so a warmed-up first step is ~1/4 as long."""
+    lr, warm = 0.01, 2  # 2 epochs of 2 steps
+    first_moves = {}
+    for warmup in (0, warm):
+        algo = _build(name, total_steps=8, steps_per_epoch=2, arch_lr=lr, arch_warmup_epochs=warmup)
+        lrs = []
+        for i in range(6):
+            before = {n: a.detach().clone() for n, a in algo.arch_encodings().items()}
+            algo.step(_batch(digits, 2 * i, 8), _batch(digits, 2 * i + 1, 8))
+            lrs.append(algo.encoding_optimizer.param_groups[0]["lr"])
+            if i == 0:
+                first_moves[warmup] = max((a.detach() - before[n]).abs().max().item()
+                                          for n, a in algo.arch_encodings().items())
+        expected = [lr * (i + 1) / (2 * warmup) for i in range(2 * warmup)] + [lr] * (6 - 2 * warmup)
+        assert lrs == pytest.approx(expected)
+    assert first_moves[0] == pytest.approx(lr, rel=0.05)
+    assert first_moves[warm] == pytest.approx(lr / 4, rel=0.05)
+
+
+@pytest.mark.parametrize("name", [*SUPERNET_SEARCHES, "autohas"])
+def test_encoding_lr_cosine_schedule_decays_to_zero_over_the_search(name, digits):
+    lr, total = 0.01, 8
+    prefix = "encoding" if name == "autohas" else "arch"  # AutoHAS's encodings hold its hyper-parameters too
+    algo = _build(name, total_steps=total, steps_per_epoch=2, **{f"{prefix}_lr": lr, f"{prefix}_lr_schedule": "cosine"})
+    lrs = []
+    for i in range(total):
+        algo.step(_batch(digits, 2 * i, 8), _batch(digits, 2 * i + 1, 8))
+        lrs.append(algo.encoding_optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([lr * 0.5 * (1 + math.cos(math.pi * t / total)) for t in range(total)])

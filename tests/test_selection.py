@@ -174,3 +174,15 @@ def test_tuning_trains_undecided_encodings_and_anneals_the_weight_lr_from_lr_ove
         loop.run_epoch()
     assert len(lrs) == count  # the last epoch decides the last round and tunes nothing
     assert lrs[-1] >= algorithm.options.weight_lr_min and loop.epoch == 1 + (6 - 1) * 2 + 1
+
+
+@pytest.mark.parametrize("algorithm,prefix", [("gdas", "arch"), ("autohas", "encoding")])
+def test_tuning_steps_the_encodings_at_their_lr_after_a_cosine_schedule_ran_it_down(digits, algorithm, prefix):
+    config = _config(algorithm=algorithm, epochs=2, **{f"{prefix}_lr": 0.01, f"{prefix}_lr_schedule": "cosine"})
+    loop = _loop(config, digits)
+    loop.run_epoch()
+    loop.run_epoch()  # the search epochs: the schedule ends near 0
+    optimizer = loop.algorithm.encoding_optimizer
+    assert optimizer.param_groups[0]["lr"] < 0.01 / 10
+    loop.run_epoch()  # round 1, then a tuning epoch
+    assert optimizer.param_groups[0]["lr"] == 0.01

@@ -72,8 +72,9 @@ class Selectable(Protocol):
     def tuning_lr(self) -> tuple[float, float]:
         """(the search's peak weight lr, its floor): tuning anneals from tune_lr_factor x the first."""
 
-    def restart_weight_optimizer(self) -> None:
-        """Forget the weight optimizer's state (momentum), as the reference's projection starts afresh."""
+    def start_tuning(self) -> None:
+        """Before the first tuning epoch: forget the weight optimizer's state (momentum), as the reference's
+        projection starts afresh, and give the encodings' optimizer the search's own (unscheduled) lr."""
 
     def mixture_weight_step(self, batch, weights: dict[str, torch.Tensor], lr: float) -> dict[str, float]:
         """One weight step at `lr` of the supernet mixing every op by `weights` (no gradient to them)."""
@@ -204,7 +205,7 @@ class Perturbation:
         a, batches = self.algorithm, train_stream.batches_per_pass
         tuning = self.epochs_done < self.epochs - 1
         if self.epochs_done == 0:
-            a.restart_weight_optimizer()
+            a.start_tuning()
         sums: dict[str, float] = {}
         total = (self.epochs - 1) * batches
         peak, floor = a.tuning_lr()
