@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from raysearch.config import load_config  # noqa: E402
 from raysearch.data import BatchStream, load_splits  # noqa: E402
 from raysearch.spaces import build_space  # noqa: E402
-from raysearch.training import scheduled_lr  # noqa: E402
+from raysearch.training import scheduled_lr, set_lr  # noqa: E402
 
 CONFIG = ROOT / "configs" / "gdas_nb201_digits_hard.yaml"
 EDGES = 6
@@ -71,8 +71,7 @@ def train(config, splits, space, rule, epochs: int, lr: float, seed: int):
     batches, paths = BatchStream(*splits.train, config.search.batch_size, seed), torch.Generator().manual_seed(seed + 1)
     total, last_epoch = epochs * batches.batches_per_pass, []  # the last pass's batch accuracies
     for step in range(total):
-        for group in optimizer.param_groups:
-            group["lr"] = scheduled_lr(lr, step, total, "cosine", 0, o.weight_lr_min)
+        set_lr(optimizer, scheduled_lr(lr, step, total, "cosine", 0, o.weight_lr_min))
         x, y = next(batches)
         logits = forward(net, space, x, rule(paths))
         loss = F.cross_entropy(logits, y)

@@ -10,13 +10,15 @@ import torch.nn.functional as F
 
 from raysearch.schema import spec
 
+SCHEDULES = ("cosine", "constant")  # what scheduled_lr decays by, for every lr a config schedules
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
     """The baseline training recipe: its HPs are the defaults a search scales, and retraining uses it."""
 
     lr: float = spec(0.1, gt=0.0)  # initial SGD learning rate
-    lr_schedule: str = spec("cosine", choices=("cosine", "constant"))  # decay of lr over all steps
+    lr_schedule: str = spec("cosine", choices=SCHEDULES)  # decay of lr over all steps
     warmup_epochs: int = spec(0, ge=0)  # linear lr warm-up before the schedule, in every search and retraining
     weight_decay: float = spec(5e-4, ge=0.0)  # L2 penalty coefficient
     momentum: float = spec(0.9, ge=0.0, lt=1.0)  # SGD momentum

@@ -70,7 +70,7 @@ from raysearch.algorithms.update_rules import OPTIMIZERS, build_rule
 from raysearch.schema import ConfigError, spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import entropy, gumbel_hard, linear_tau
-from raysearch.training import TrainingConfig, clipped, scheduled_lr, set_lr
+from raysearch.training import SCHEDULES, TrainingConfig, clipped, scheduled_lr, set_lr
 
 MULTIPLIERS = (0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 HP_ENCODINGS = ("lr", "wd", "optimizer")
@@ -84,7 +84,7 @@ class AutoHASConfig(SelectionConfig):
     tau: float = spec(10.0, gt=0.0)  # Gumbel softmax temperature (the forward is hard: it scales gradients)
     tau_min: float | None = spec(None, gt=0.0)  # set: tau falls linearly per epoch from tau to this (GDAS's schedule)
     encoding_lr: float = spec(0.002, gt=0.0)  # Adam lr of all encodings
-    encoding_lr_schedule: str = spec("constant", choices=("constant", "cosine"))  # their lr over the search
+    encoding_lr_schedule: str = spec("constant", choices=SCHEDULES)  # their lr over the search
     encoding_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     lr_multipliers: tuple[float, ...] = spec(MULTIPLIERS, gt=0.0)  # lr basis = scheduled default lr x these
     wd_multipliers: tuple[float, ...] = spec(MULTIPLIERS, ge=0.0)  # wd basis = default wd x these

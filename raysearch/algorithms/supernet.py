@@ -29,7 +29,7 @@ from raysearch.algorithms.selection import SelectionConfig, build_selection
 from raysearch.schema import spec
 from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
-from raysearch.training import TrainingConfig, scheduled_lr, set_lr
+from raysearch.training import SCHEDULES, TrainingConfig, scheduled_lr, set_lr
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class SupernetConfig(SelectionConfig):
     arch_betas: tuple[float, ...] = spec((0.5, 0.999), ge=0.0, lt=1.0, length=2)  # Adam betas of the encodings
     arch_weight_decay: float = spec(1e-3, ge=0.0)  # Adam (L2) weight decay of the encodings
     arch_init_std: float = spec(1e-3, ge=0.0)  # encodings start as this x N(0, 1)
-    arch_lr_schedule: str = spec("constant", choices=("constant", "cosine"))  # the encodings' lr over the search
+    arch_lr_schedule: str = spec("constant", choices=SCHEDULES)  # the encodings' lr over the search
     arch_warmup_epochs: int = spec(0, ge=0)  # epochs over which the encodings' lr ramps up linearly to arch_lr
 
 
