@@ -66,6 +66,7 @@ class TrackingConfig:
     experiment: str | None = None  # MLflow experiment name; null = the experiment's name
     timeout_s: float = spec(5.0, gt=0.0)  # per-request timeout for a remote tracking server
     retries: int = spec(1, ge=0)  # retries per request before MLflow is switched off for the run
+    register_model: str | None = None  # register the run's model under this name in MLflow's Model Registry; null: don't
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from raysearch.search import planned_epochs
 from raysearch.spaces import build_space
 from raysearch.tracking import Tracker
 from raysearch.training import DIVERGED
-from trainables.common import copy_file, read_json
-from trainables.search import DERIVED_FILE, MODEL_FILE, search_trainable
+from trainables.common import read_json
+from trainables.search import DERIVED_FILE, search_trainable
 from trainables.sweep import sweep_trainable
 from trainables.train import choice_trainable, train_trainable
 
@@ -64,6 +64,7 @@ class Selected:
     files: list = field(default_factory=list)  # files describing the phase (plots, the encodings' history)
     extra: dict = field(default_factory=dict)  # counts for the summary (trials, failures, trial-epochs)
     config: ExperimentConfig | None = None  # the experiment it retrains under (a meta-sweep's best search's)
+    checkpoint: object = None  # a final-model search's (DHA) last checkpoint, which holds its model
 
 
 def _drop_missing_log_warnings(record: logging.LogRecord) -> bool:
@@ -186,16 +187,12 @@ def search(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list,
         print(f"raysearch: the search reached its budget of {budget:g} s after epoch {result.metrics['epoch']} "
               f"of {planned}; it derives from there", flush=True)
     files, extra = search_files(derived, artifacts), {"stopped_at_budget": spent, "trial_epochs": result.metrics["epoch"]}
-    if "test_acc" in result.metrics:  # a final-model search (DHA): its model is the result, tested as it is
+    final_model = "test_acc" in result.metrics  # a final-model search (DHA): its model is the result, tested as it is
+    if final_model:
         extra["test_accuracy"] = result.metrics["test_acc"]
-        model = copy_file(result.checkpoint, MODEL_FILE, artifacts / MODEL_FILE)
-        if model is not None:
-            files.append(model)
-        else:
-            print("raysearch: the search stopped before it trained its model (Sequential DHA in its first "
-                  "stage): no model.pt", flush=True)
     return Selected(derived["genotype"], derived["hparams"], result.metrics["derived_val_acc"],
-                    result.metrics["time_total_s"], result.metrics["trial_id"], files, extra=extra)
+                    result.metrics["time_total_s"], result.metrics["trial_id"], files, extra=extra,
+                    checkpoint=result.checkpoint if final_model else None)
 
 
 def _creation_index(result) -> int:

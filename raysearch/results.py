@@ -32,6 +32,23 @@ class Summary:
     mlflow_parent_run_id: str | None
     run_dir: str = ""  # where every file of the run is
     extra: dict = field(default_factory=dict)  # tracking URI and other pointers
+    model: dict | None = None  # the trained network: path, mlflow_uri, registered_version, params, flops, latency
+
+    @property
+    def model_rows(self) -> list[tuple[str, str]]:
+        """The table's lines on the model: what it costs, where it is."""
+        m = self.model
+        if m is None:
+            return [("model", "none (no retraining, or it stopped before its last epoch)")]
+        latency = m["latency"] or {}
+        rows = [("model params / MACs", f"{m['params']:,} / {m['flops']:,.0f}"),
+                ("model latency (batch 1 / 64)", f"{latency.get('batch_1_ms', float('nan')):.3g} / "
+                                                 f"{latency.get('batch_64_ms', float('nan')):.3g} ms on "
+                                                 f"{latency.get('device', '-')}")]
+        if m.get("mlflow_uri"):
+            registered = f" (registered version {m['registered_version']})" if m.get("registered_version") else ""
+            rows.append(("MLflow model", m["mlflow_uri"] + registered))
+        return rows + [("model", m["path"])]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +77,7 @@ class Summary:
         if "best_params" in self.extra:
             rows.insert(-2, ("best search's meta-HPs", "  ".join(
                 f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.extra["best_params"].items())))
+        rows += self.model_rows  # last: `make demo` ends with where the model is
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
 

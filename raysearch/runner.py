@@ -26,7 +26,9 @@ from raysearch.algorithms import ALGORITHMS
 from raysearch.config import ExperimentConfig, check_command, load_config
 from raysearch.data import check_available
 from raysearch.phases import RunFailed, RunInterrupted
+from raysearch.model import MODEL_DIR
 from raysearch.preflight import check_cluster, check_config
+from raysearch.product import keep_model
 from raysearch.results import Summary, write_results, write_summary
 from raysearch.tracking import Tracker, default_uri, flatten
 from raysearch.ui import share_view
@@ -195,6 +197,11 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
                                      selected)
             tracker.log_artifacts(_child(tracker, "retrain", retrain.metrics["trial_id"]), shared)
 
+        # the trained network: the retraining's, or the one a final-model search trained
+        producer = (_child(tracker, "retrain", retrain.metrics["trial_id"]) if retrain
+                    else _child(tracker, "search", selected.trial_id))
+        model = keep_model(retrain.checkpoint if retrain else selected.checkpoint, run_dir / MODEL_DIR, tracker,
+                           producer, config.tracking.register_model)
         summary = Summary(
             experiment=config.name, algorithm=config.search.algorithm, space=config.space.name,
             dataset=config.data.dataset, genotype=selected.genotype, hparams=selected.hparams,
@@ -202,7 +209,7 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
             val_accuracy=selected.val_accuracy,
             test_accuracy=retrain.metrics["test_acc"] if retrain else selected.extra.get("test_accuracy"),
             mlflow_experiment_id=tracker.experiment_id, mlflow_parent_run_id=tracker.parent_run_id,
-            run_dir=str(run_dir), extra={**selected.extra, "tracking_uri": tracker.uri},
+            run_dir=str(run_dir), extra={**selected.extra, "tracking_uri": tracker.uri}, model=model,
         )
         tracker.log_metrics(tracker.parent_run_id, {k: getattr(summary, k) for k in SUMMARY_METRICS
                                                     if getattr(summary, k) is not None}, 0)

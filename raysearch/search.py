@@ -13,6 +13,7 @@ from raysearch.config import ExperimentConfig
 from raysearch.data import BatchStream, Halted, Splits
 from raysearch.distributed import LOCAL
 from raysearch.spaces import build_space
+from raysearch.spaces.fixed import CALIBRATION_IMAGES
 
 
 def planned_epochs(config: ExperimentConfig) -> int:
@@ -36,6 +37,8 @@ class SearchLoop:
         self.val = BatchStream(*splits.val, batch_size, seed + 1, shard)
         self.epoch = 0
         self.history: list[dict[str, list]] = []  # encoding probabilities after each epoch
+        self.model = None  # a final-model search's fixed network as of the last epoch (what it tested)
+        self.config: ExperimentConfig | None = None  # the experiment, when built from one
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, splits: Splits, device=torch.device("cpu"),
@@ -47,7 +50,9 @@ class SearchLoop:
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
             steps_per_epoch=steps_per_epoch, dist=dist,
         )
-        return cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device, dist)
+        loop = cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device, dist)
+        loop.config = config
+        return loop
 
     @property
     def searching(self) -> bool:
@@ -78,8 +83,11 @@ class SearchLoop:
         metrics["derived_val_loss"], metrics["derived_val_acc"] = self.dist.evaluate(
             self.algorithm.derived_logits, *self.splits.val, self.device)
         if self.algorithm.final_model:  # the model is the result: its test accuracy, never used to choose
+            # the fixed network, calibrated on (non-augmented) search-train images; before a Sequential DHA
+            # has one, its first stage's supernet computing the derived cell
+            self.model = self.algorithm.final_network(self.splits.train[0][:CALIBRATION_IMAGES])
             metrics["test_loss"], metrics["test_acc"] = self.dist.evaluate(
-                self.algorithm.derived_logits, *self.splits.test, self.device)
+                self.algorithm.derived_logits if self.model is None else self.model, *self.splits.test, self.device)
         self.epoch += 1
         self.history.append({k: v.tolist() for k, v in self.algorithm.encodings().items()})
         return metrics

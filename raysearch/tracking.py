@@ -9,6 +9,7 @@ run's results are still written to the run directory.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 import time
@@ -81,7 +82,7 @@ class Tracker:
             os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)  # else the registry is the cwd's
         return self._client
 
     def disable(self, reason: str) -> None:
@@ -214,3 +215,81 @@ class Tracker:
         query = f"tags.mlflow.parentRunId = '{self.parent_run_id}' and attributes.status = 'RUNNING'"
         for run in self._call("search runs", self.client.search_runs, [self.experiment_id], query) or []:
             self.end(run.info.run_id, status)
+
+    # -- the model ---------------------------------------------------------------------------
+    def log_model(self, run_id: str | None, folder: Path, register: str | None = None) -> dict:
+        """Log the model folder's network to `run_id` as an MLflow model (`mlflow.pyfunc.load_model(uri)
+        .predict(batch)` gives class scores) once, and with `register` make it a version of that registered
+        model once: a resumed run logs and registers nothing twice. Returns {"uri", "version"} (None: not
+        logged or not registered)."""
+        out = {"uri": None, "version": None}
+        if run_id is None or not self.enabled:
+            return out
+        logged = self._call("search logged models", self.client.search_logged_models, [self.experiment_id],
+                            f"source_run_id = '{run_id}'")
+        if logged is None:
+            return out
+        from mlflow.entities import LoggedModelStatus
+
+        logged = [m for m in logged if m.status == LoggedModelStatus.READY]  # not one a failure cut short
+        out["uri"] = f"models:/{logged[0].model_id}" if logged else self._call(
+            "log model", self._log_pytorch_model, run_id, folder)
+        if out["uri"] is not None and register:
+            out["version"] = self._call("register model", self._register, register, out["uri"], run_id, folder)
+        return out
+
+    def _register(self, name: str, uri: str, run_id: str, folder: Path) -> str:
+        from mlflow.exceptions import MlflowException
+
+        from raysearch.model import read_card
+
+        found = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if found:
+            return str(found[0].version)
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        card = read_card(folder)
+        tags = {"genotype": card.genotype, "dataset": card.dataset, "space": card.space["name"],
+                "test_accuracy": "-" if card.test_accuracy is None else f"{card.test_accuracy:.6g}"}
+        with _global_uri(self.uri):  # the registry resolves a models:/ source through the global URI
+            version = self.client.create_model_version(name, uri, run_id=run_id, tags=tags,
+                                                       model_id=uri.removeprefix("models:/"))
+        return str(version.version)
+
+    def _log_pytorch_model(self, run_id: str, folder: Path) -> str:
+        """`mlflow.pytorch.log_model` of a model folder's network, in MLflow's `pt2` format (torch.export's
+        graph: loading it runs no pickled code), with its signature [-1, C, H, W] -> [-1, classes] and an
+        input example; returns the logged model's URI."""
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        from raysearch.export import example_input
+        from raysearch.model import read_model
+
+        module, card, _ = read_model(folder)
+        image = (-1, card.in_channels, card.image_size, card.image_size)
+        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), image)]),
+                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(card.classes)))]))
+        metadata = {"raysearch": {k: v for k, v in json.loads(card.to_json()).items() if k != "hparams"}}
+        # created here, in the run's experiment: log_model alone would put it in the global default experiment
+        model = self.client.create_logged_model(self.experiment_id, "model", source_run_id=run_id)
+        with _global_uri(self.uri):
+            info = mlflow.pytorch.log_model(
+                module, name="model", signature=signature, input_example=example_input(card).numpy(),
+                serialization_format="pt2", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                metadata=metadata, run_id=run_id, model_id=model.model_id)
+        return info.model_uri
+
+
+def _global_uri(uri: str):
+    """MLflow's global tracking URI set to `uri` for a `with` block (the fluent API and the registry's
+    resolution of models:/ URIs read it; raysearch's own calls name their store), then restored."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, and exactly this
+
+    return _use_tracking_uri(uri)

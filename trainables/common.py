@@ -11,6 +11,8 @@ import ray
 import torch
 from ray import tune
 
+from raysearch.model import CARD_FILE, WEIGHTS_FILE, write_folder
+
 STATE_FILE = "state.pt"
 
 
@@ -58,15 +60,14 @@ def report(metrics: dict, state: dict | bytes, files: dict[str, object] | None =
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def copy_file(checkpoint, name: str, destination: Path) -> Path | None:
-    """`name` of a checkpoint copied to `destination`; None when the checkpoint has no such file."""
-    with checkpoint.as_directory() as folder:
-        source = Path(folder) / name
-        if not source.exists():
+def copy_model(checkpoint, folder: Path) -> Path | None:
+    """The model files a checkpoint holds (raysearch.model: a trial's trained network) written as the model
+    folder `folder`, whole or not at all; None when the checkpoint holds no model."""
+    with checkpoint.as_directory() as source:
+        names = (WEIGHTS_FILE, CARD_FILE)
+        if not all((Path(source) / name).exists() for name in names):
             return None
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(source.read_bytes())
-    return destination
+        return write_folder(folder, {name: (Path(source) / name).read_bytes() for name in names})
 
 
 def read_json(checkpoint, name: str):

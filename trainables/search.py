@@ -41,12 +41,12 @@ import torch
 
 from raysearch.config import ExperimentConfig, from_dict
 from raysearch.data import Halted, load_splits
+from raysearch.model import hparams_of, make_card, model_files
 from raysearch.search import SearchLoop
 from raysearch.training import pick_device
 from trainables.common import checkpoint_state, report, restore, set_up_trial
 
 DERIVED_FILE = "derived.json"
-MODEL_FILE = "model.pt"  # a final-model search's (DHA) trained model, in every checkpoint: a budget may end it anywhere
 _POLL_S = 0.5  # how often the trial, waiting for an epoch, checks that the search still runs
 _EXIT_WAIT_S = 10.0  # how long a process that ends waits for its halted search (it halts at its next batch)
 
@@ -58,11 +58,12 @@ def epoch_report(loop: SearchLoop, metrics: dict) -> tuple[dict, dict]:
     derived = {"genotype": result.genotype.to_string(), "hparams": result.hparams, "history": list(loop.history),
                "labels": loop.algorithm.encoding_labels()}
     files = {DERIVED_FILE: derived}
-    model = loop.algorithm.model_state() if loop.algorithm.final_model else None
-    if model is not None:
-        buffer = io.BytesIO()
-        torch.save(model, buffer)
-        files[MODEL_FILE] = buffer.getvalue()
+    if loop.model is not None:  # a final-model search's (DHA) model, in every checkpoint: a budget may end it anywhere
+        cfg = loop.config
+        hparams = hparams_of(result.hparams["lr"], result.hparams["weight_decay"], "sgd", cfg.search.epochs)
+        card = make_card(loop.model, cfg, loop.splits.shape, derived["genotype"], hparams, metrics["test_acc"],
+                         cfg.search.algorithm, latency=loop.done)  # measured once, after the last epoch
+        files.update(model_files(loop.model, card))
     return ({**metrics, "epoch": loop.epoch, "search_done": loop.done, "genotype": derived["genotype"]}, files)
 
 

@@ -20,6 +20,8 @@ rates (`lr_schedules`, by the name a trial's "lr" gives instead of a number)
 come through `tune.with_parameters` (Ray's object store), so they are not
 copied into every trial's config and results.
 Reports once per epoch with a checkpoint, so a scheduler can stop, pause and resume the trial.
+With "test", the last epoch's checkpoint also holds the trained network as a model folder's files
+(raysearch.model: weights.pt and model.json, its latency measured here, on the trial's device).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ray import tune
 
 from raysearch.config import from_dict
 from raysearch.data import load_splits
+from raysearch.model import hparams_of, make_card, model_files
 from raysearch.retrain import TrainLoop
 from raysearch.spaces import build_space
 from raysearch.training import DIVERGED, DivergenceError, pick_device
@@ -56,9 +59,9 @@ def train_trainable(config: dict, experiment: dict, lr_schedules: dict[str, list
     lr = lr_schedules[config["lr"]] if isinstance(config["lr"], str) else config["lr"]
     seed = config.get("seed", cfg.seed)
     torch.manual_seed(seed)  # the network's initial weights: the same for every configuration
-    loop = TrainLoop(space.network(space.from_choices(config)), train, holdout, cfg.training, lr,
-                     config["weight_decay"], config["epochs"], batch_size, seed, pick_device(),
-                     config.get("optimizer", "sgd"))
+    genotype, optimizer = space.from_choices(config), config.get("optimizer", "sgd")
+    loop = TrainLoop(space.network(genotype), train, holdout, cfg.training, lr, config["weight_decay"],
+                     config["epochs"], batch_size, seed, pick_device(), optimizer)
     # 2. resume from the last checkpoint (after a failure, a pause or a restore)
     restore(loop)
     # 3. epochs: train, evaluate, report with a checkpoint
@@ -72,7 +75,12 @@ def train_trainable(config: dict, experiment: dict, lr_schedules: dict[str, list
             # from its checkpoint only to diverge again. The trial ends here, its reason reported.
             tune.report({"epoch": loop.epoch + 1, "val_acc": 0.0, DIVERGED: str(err), "done": True})
             return
-        report({**metrics, "epoch": loop.epoch}, loop.state_dict())
+        files = None
+        if config["holdout"] == "test" and loop.epoch == config["epochs"]:  # the trained model: the product
+            hparams = hparams_of(lr, config["weight_decay"], optimizer, config["epochs"])
+            card = make_card(loop.net, cfg, splits.shape, genotype.to_string(), hparams, metrics["test_acc"], "retrain")
+            files = model_files(loop.net, card)
+        report({**metrics, "epoch": loop.epoch}, loop.state_dict(), files)
 
 
 def choice_trainable(config: dict, experiment: dict, lr_schedules: dict[str, list[float]] | None = None) -> None:

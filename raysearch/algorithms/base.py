@@ -35,9 +35,9 @@ class SearchAlgorithm(ABC):
     dist = LOCAL  # the distributed context; the constructor sets it
     steps = 0  # search steps taken
     selection = None  # the selection that runs after the search epochs, or None (the derivation rule only)
-    final_model = False  # the trained supernet is the result (DHA): tested as it is, never retrained, and
-    # saved every epoch from its `model_state()` (the supernet's state and how it computes, or None while it
-    # has no model yet), which such a search defines
+    final_model = False  # the search trains the result (DHA): never retrained; such a search defines
+    # `final_network(images)`, the fixed network it has trained so far (batch norms calibrated on `images`),
+    # or None while it has none; every epoch tests it and saves it
 
     def synced(self, loss: torch.Tensor, tensors, what: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`loss` and `tensors` (gradients of it) averaged over ranks in one collective; then a loss that is

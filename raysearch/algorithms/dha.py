@@ -17,8 +17,8 @@ One step, on a training and a validation batch:
      clamped to their ranges (they start at the ranges' midpoints); W' is
      then detached and becomes W.
 The ISTA supports are recovered at each epoch's end; a node whose recovered
-architecture stops moving freezes. The supernet computing the support's ops
-is the deployable model: `derived_logits` is that network.
+architecture stops moving freezes. The deployable model is the fixed network of
+the support, cut out of the supernet with its trained weights (`final_network`).
 
 Choices the paper leaves open: the searched lr is the peak of the training
 section's schedule (warm-up and cosine multiply it per step, so the model at
@@ -47,6 +47,7 @@ from raysearch.augment import OP_NAMES, Augmenter, PairPolicy
 from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
 from raysearch.schema import ConfigError, spec
+from raysearch.spaces.fixed import fixed_from_supernet, recalibrate_batch_norm
 from raysearch.training import TrainingConfig, clipped, scheduled_lr
 
 
@@ -256,15 +257,14 @@ class DHA(SearchAlgorithm):
         weights, active = self._architecture()
         return self.net(x, {k: w.detach() for k, w in weights.items()}, active)
 
-    @torch.no_grad()
-    def model_state(self) -> dict:
-        """The deployable model: the supernet's weights (of `space.supernet(affine=...)`) and the mixing that
-        computes the support's ops (`net(x, weights, active)`; batch norms use batch statistics, as in the
-        search)."""
+    def final_network(self, images: torch.Tensor):
+        """The deployable model: the fixed network of the current support cut out of the supernet (each kept
+        op with its trained weights, scaled by its mixing weight), its batch norms calibrated on `images`
+        (raysearch.spaces.fixed); in eval mode, so its accuracy does not depend on the batch."""
         weights, active = self._architecture()
-        return {"genotype": self.derive().genotype.to_string(), "affine": self.options.affine,
-                "net": self.net.state_dict(),
-                "weights": {k: w.detach().cpu() for k, w in weights.items()}, "active": active}
+        net = fixed_from_supernet(self.space, self.derive().genotype, self.net,
+                                  {k: w.detach() for k, w in weights.items()}, active)
+        return recalibrate_batch_norm(net, images)
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict:

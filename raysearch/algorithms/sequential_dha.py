@@ -123,9 +123,9 @@ class SequentialDHA(SearchAlgorithm):
     def derived_logits(self, x):
         return self.stage.derived_logits(x)
 
-    def model_state(self) -> dict | None:
+    def final_network(self, images: torch.Tensor):
         """The training stage's model; None in the first stage, which searches the cell the model will have."""
-        return None if self.second is None else self.second.model_state()
+        return None if self.second is None else self.second.final_network(images)
 
     def state_dict(self) -> dict:
         return {"first": self.first.state_dict(), "steps": self.steps,

@@ -39,6 +39,11 @@ SHARED_SECTIONS = ("data", "space", "training", "retrain", "ray", "tracking")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
+def cell_dir(run_dir: Path, method: str, seed_index: int) -> Path:
+    """The folder of one method x seed of a comparison: its Tune storage, artifacts, rows and model."""
+    return Path(run_dir) / "cells" / method / f"seed{seed_index}"
+
+
 @dataclass(frozen=True)
 class CompareConfig:
     """The budget and the seeds, the same for every method."""

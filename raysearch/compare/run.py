@@ -28,7 +28,7 @@ from ray.tune import Callback
 from raysearch import phases
 from raysearch.algorithms import ALGORITHMS
 from raysearch.compare.budget import Incumbent, incumbent
-from raysearch.compare.config import CONFIG_FILE, STATE_FILE, Comparison, load_comparison
+from raysearch.compare.config import CONFIG_FILE, STATE_FILE, Comparison, cell_dir, load_comparison
 from raysearch.compare.report import final_tests, render, write_rows
 from raysearch.data import check_available, load_splits
 from raysearch.joint import JointSpace
@@ -168,15 +168,15 @@ def _execute(comparison: Comparison, run_dir: Path, tracker: Tracker, address: s
         rows = []
         for n, (i, method) in enumerate(cells, 1):
             where = f"[compare {n}/{len(cells)}] {method} seed {i}"
-            cell_dir = run_dir / "cells" / method / f"seed{i}"
-            if (cell_dir / CELL_FILE).exists():
-                rows += json.loads((cell_dir / CELL_FILE).read_text())["rows"]
+            folder = cell_dir(run_dir, method, i)
+            if (folder / CELL_FILE).exists():
+                rows += json.loads((folder / CELL_FILE).read_text())["rows"]
                 print(f"{where}: finished earlier, kept", flush=True)
                 continue
             config = comparison.experiment(method, i, cpus)
             check_cluster(config)
-            _discard(tracker, cell_dir, method, i)
-            rows += _cell(comparison, method, i, config, cell_dir, tracker, where)
+            _discard(tracker, folder, method, i)
+            rows += _cell(comparison, method, i, config, folder, tracker, where)
             write_rows(rows, run_dir)  # after every method x seed, so `raysearch report` reads a partial one too
         text, files = render(run_dir)
         tracker.log_artifacts(tracker.parent_run_id, [run_dir / "comparison.parquet", *files])
@@ -201,11 +201,11 @@ def _cell_tags(method: str, seed_index: int) -> dict[str, str]:
     return {"raysearch.role": "method", "raysearch.method": method, "raysearch.seed_index": str(seed_index)}
 
 
-def _discard(tracker: Tracker, cell_dir: Path, method: str, seed_index: int) -> None:
+def _discard(tracker: Tracker, folder: Path, method: str, seed_index: int) -> None:
     """Remove what an interrupted attempt at this method x seed left: its files and MLflow runs."""
     tracker.delete_tree(tracker.find_child(_cell_tags(method, seed_index)))
-    if cell_dir.exists():
-        shutil.rmtree(cell_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
 
 
 def _decoded(records: list[dict], config) -> list[dict]:
@@ -229,7 +229,7 @@ def _size(config, genotype: str) -> tuple[int, float]:
     return int(num_params(network)), flops(network, splits.test[0][:2])
 
 
-def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir: Path, tracker: Tracker,
+def _cell(comparison: Comparison, method: str, seed_index: int, config, folder: Path, tracker: Tracker,
           where: str) -> list[dict]:
     """One method at one seed: its search phase under the budget, then the retraining of its choices (a
     search whose trained model is the result, DHA, is not retrained: its model's test accuracy at each
@@ -239,14 +239,14 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
     algorithm = config.search.algorithm if config.sweep is None else f"{config.search.algorithm} sweep"
     print(f"{where}: {algorithm}, budget {c.budget_seconds:g} s", flush=True)
     cell = tracker.nested(f"{method} seed {seed_index}", flatten(config.to_dict()), _cell_tags(method, seed_index))
-    storage, log, trial_rows = str(cell_dir / "ray"), Incumbents(search), []
+    storage, log, trial_rows = str(folder / "ray"), Incumbents(search), []
     base = {"comparison": comparison.name, "method": method, "algorithm": algorithm,
             "seed_index": seed_index, "seed": config.seed}
     points = [(f, f * c.budget_seconds) for f in c.fractions]
     started, status = time.monotonic(), "FAILED"
     try:
         phase = phases.meta_sweep if config.sweep is not None else phases.search if search else phases.sweep
-        selected = phase(config, storage, cell, trial_rows, False, [log], cell_dir / "artifacts")
+        selected = phase(config, storage, cell, trial_rows, False, [log], folder / "artifacts")
         seconds = time.monotonic() - started
         records = _decoded(log.records, config)
         incumbents = [incumbent(records, at) for _, at in points[:-1]]
@@ -293,10 +293,10 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, cell_dir
                  "search_seconds": time.monotonic() - started} for f, at in points]
     finally:
         if trial_rows:  # the trials' and retrainings' rows, as `raysearch run` writes them
-            cell.log_artifacts(cell.parent_run_id, [write_results(trial_rows, cell_dir)])
+            cell.log_artifacts(cell.parent_run_id, [write_results(trial_rows, folder)])
         cell.end_open_children("KILLED" if status == "FAILED" else status)
         cell.end(cell.parent_run_id, status)
     # the rows, and when each trial reported what (without hparams: a search's per-step lr lists are long)
     reports = [{k: v for k, v in r.items() if k in ("t", "trial", "epoch", "val", "genotype")} for r in log.records]
-    (cell_dir / CELL_FILE).write_text(json.dumps({"rows": rows, "reports": reports}))
+    (folder / CELL_FILE).write_text(json.dumps({"rows": rows, "reports": reports}))
     return rows

@@ -72,9 +72,10 @@ def load_digits_hard(root: str | None = None, options: DigitsHardConfig = Digits
 
 
 _CIFAR = {
-    # name: (folder, train files, test file, label key, classes)
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels", 10),
-    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels", 100),
+    # name: (folder, train files, test file, label key, classes, the file and key of the class names)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "labels", 10,
+                ("batches.meta", "label_names")),
+    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels", 100, ("meta", "fine_label_names")),
 }
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -92,7 +93,7 @@ def _read_cifar_batches(folder: Path, files, label_key):
 
 def _locate_cifar(name: str, root: str | None) -> Path:
     """The folder holding the CIFAR batches, or an error saying where they belong and how to get them."""
-    folder_name, train_files, test_file, _, _ = _CIFAR[name]
+    folder_name, train_files, test_file, *_ = _CIFAR[name]
     if root is None:
         raise DatasetNotFoundError(f"dataset {name} needs data.root: a directory holding {folder_name}/")
     folder = Path(root).expanduser() / folder_name
@@ -122,10 +123,22 @@ def check_available(dataset: str, root: str | None) -> None:
 
 def load_cifar(name: str, root: str | None) -> RawData:
     folder = _locate_cifar(name, root)
-    _, train_files, test_file, label_key, classes = _CIFAR[name]
+    _, train_files, test_file, label_key, classes, names = _CIFAR[name]
     x, y = _read_cifar_batches(folder, train_files, label_key)
     test_x, test_y = _read_cifar_batches(folder, [test_file], label_key)
-    return RawData(x, y, test_x, test_y, DataShape(in_channels=3, image_size=32, num_classes=classes))
+    return RawData(x, y, test_x, test_y, DataShape(in_channels=3, image_size=32, num_classes=classes,
+                                                   classes=_cifar_classes(folder, *names, classes)))
+
+
+def _cifar_classes(folder: Path, meta: str, key: str, count: int) -> tuple[str, ...] | None:
+    """The class names of the archive's meta file; None (labels "0", "1", ...) when it is missing or
+    does not name `count` classes."""
+    try:
+        with open(folder / meta, "rb") as f:
+            names = pickle.load(f, encoding="latin1")[key]
+    except (OSError, KeyError, pickle.UnpicklingError, EOFError, TypeError):
+        return None
+    return tuple(map(str, names)) if len(names) == count else None
 
 
 @dataclass(frozen=True)

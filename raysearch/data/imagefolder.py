@@ -172,4 +172,4 @@ def load_imagefolder(root: str | None, options: ImageFolderConfig = ImageFolderC
     to_float = lambda t: None if t is None else t.float().div_(255.0)  # noqa: E731
     return RawData(to_float(tensors["train_x"]), tensors["train_y"], to_float(tensors.get("test_x")),
                    tensors.get("test_y"), DataShape(in_channels=o.channels, image_size=o.image_size,
-                                                    num_classes=len(classes)))
+                                                    num_classes=len(classes), classes=tuple(classes)))

@@ -14,12 +14,18 @@ class Edge(nn.ModuleList):
     the rest bypass (max-pooled on a strided edge), and the concatenation is
     channel-shuffled so that another slice is searched in the next layer.
     `keep` lists the ops still computed after pruning (None: all).
+    `scale` (a buffer, None unless set): a fixed edge's output is its op's times this, the weight
+    with which a supernet mixed the op (DHA's ISTA weights are not 1; raysearch.model.fixed_from_supernet).
     """
 
     def __init__(self, ops, partial: int = 1, stride: int = 1):
         super().__init__(ops)
         self.partial, self.stride = partial, stride
         self.keep: list[int] | None = None
+        self.register_buffer("scale", None)
+
+    def set_scale(self, value: float) -> None:
+        self.scale = torch.tensor(float(value))
 
     def mix(self, x, weights: torch.Tensor | None, active: int | None = None):
         """weights None: the edge holds a single fixed op.
@@ -36,7 +42,7 @@ class Edge(nn.ModuleList):
             width = x.shape[1] // self.partial
             x, rest = x[:, :width], x[:, width:]
         if weights is None:
-            out = self[0](x)
+            out = self[0](x) if self.scale is None else self[0](x) * self.scale
         elif active is None:
             out = sum(weights[k] * self[k](x) for k in (self.keep or range(len(self))))
         else:

@@ -119,11 +119,16 @@ class AvgPool3x3(nn.Module):
         self._counts: dict = {}  # (H, W, device, dtype) -> the count map of that input size
 
     def _count(self, x: torch.Tensor) -> torch.Tensor:
+        # An exported or compiled graph computes the map itself: a cached tensor would be a stray attribute.
+        cached = not (torch.compiler.is_compiling() or torch.compiler.is_exporting())
         key = (*x.shape[2:], x.device, x.dtype)
-        if key not in self._counts:
-            ones = x.new_ones(1, 1, *x.shape[2:])
-            self._counts[key] = nn.functional.conv2d(ones, x.new_ones(1, 1, 3, 3), stride=self.stride, padding=1)
-        return self._counts[key]
+        if cached and key in self._counts:
+            return self._counts[key]
+        count = nn.functional.conv2d(x.new_ones(1, 1, *x.shape[2:]), x.new_ones(1, 1, 3, 3), stride=self.stride,
+                                     padding=1)
+        if cached:
+            self._counts[key] = count
+        return count
 
     def forward(self, x):
         channels = x.shape[1]

@@ -1,0 +1,32 @@
+"""What a run hands back: the trained network a trial left in its checkpoint becomes the run's `model/`
+folder, its MLflow model (and registered version), and the `model` entry of summary.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from raysearch.model import read_card, read_model, save_model
+from raysearch.model.cost import measure_latency
+from raysearch.tracking import Tracker
+from trainables.common import copy_model
+
+
+def keep_model(checkpoint, folder: Path, tracker: Tracker, run_id: str | None, register: str | None = None,
+               ) -> dict | None:
+    """The model in `checkpoint` written as `folder` and logged to the MLflow run `run_id` (registered as
+    `register`); None when the checkpoint holds none. A model whose trial could not time it (a search a
+    budget stopped before its last epoch) is timed here, on this machine."""
+    if checkpoint is None or copy_model(checkpoint, folder) is None:
+        return None
+    card = read_card(folder)
+    if card.latency is None:
+        module = read_model(folder).module
+        card = dataclasses.replace(card, latency=measure_latency(module, card.shape))
+        save_model(folder, module, card)
+    logged = tracker.log_model(run_id, folder, register)
+    cost = {"model_params": card.params, "model_flops": card.flops,
+            **{f"latency_{k}": v for k, v in card.latency.items() if k.endswith("_ms")}}
+    tracker.log_metrics(run_id, cost, 0)
+    return {"path": str(folder), "mlflow_uri": logged["uri"], "registered_version": logged["version"],
+            "params": card.params, "flops": card.flops, "latency": card.latency, "test_accuracy": card.test_accuracy}
