@@ -4,7 +4,8 @@
     summary = raysearch.run(raysearch.load_config("configs/autohas_nb201_digits.yaml", ["search.epochs=5"]))
 """
 
-__all__ = ["ConfigError", "ExperimentConfig", "Summary", "load_config", "resume", "run", "sweep"]
+__all__ = ["ConfigError", "ExperimentConfig", "Summary", "build_network", "load_config", "load_model", "resume", "run",
+           "sweep"]
 
 
 def __getattr__(name):
@@ -19,6 +20,10 @@ def __getattr__(name):
         from raysearch import runner
 
         return getattr(runner, name)
+    if name in ("build_network", "load_model"):
+        from raysearch import model
+
+        return getattr(model, name)
     if name == "Summary":
         from raysearch.results import Summary
 

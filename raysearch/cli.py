@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-dir", help="run directory (default runs/<experiment>-<timestamp>)")
         cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
         cmd.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+        cmd.add_argument("--register-model", metavar="NAME", help="register the trained model in MLflow's Model "
+                                                                  "Registry under NAME (tracking.register_model)")
     cmd = with_config(sub.add_parser("compare", help="run differentiable searches and baselines at an equal "
                                                        "budget, retrain their choices and compare them"))
     cmd.add_argument("--output-dir", help="run directory (default runs/<comparison>-<timestamp>)")
@@ -48,6 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print the tables of a finished run, sweep or comparison and draw its "
                                            "plots again, from its files (nothing runs)")
     report.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
+    for name, text in (("export", "write a run's model as TorchScript or ONNX"),
+                       ("evaluate", "test a run's model on its test split or on other data of its classes")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
+        cmd.add_argument("--method", help="a comparison's method whose model to use")
+        cmd.add_argument("--seed", type=int, default=0, help="a comparison's search seed index (default 0)")
+    export = sub.choices["export"]
+    export.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    export.add_argument("--output", help="the file to write (default: in the model folder)")
+    evaluate = sub.choices["evaluate"]
+    evaluate.add_argument("--data", help="an experiment config (its test split) or a folder of class folders "
+                                         "(default: the run's own test split)")
+    evaluate.add_argument("--output", help="folder for evaluation.json and confusion_matrix.png "
+                                           "(default: beside the model)")
     ui = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over a run's store, on its runs table "
                                    "(or print the URL of the tracking server the run used)")
     ui.add_argument("run_dir", help="the run directory printed by `raysearch run`, `sweep` or `compare`")
@@ -123,10 +139,29 @@ def _run_or_resume(args) -> int:
     return 0
 
 
+def _model_command(args) -> int:
+    """`export` or `evaluate`: one line on stderr and exit 2 when the model or the data will not do."""
+    from raysearch.evaluate import EvaluationError, evaluate
+    from raysearch.export import export
+    from raysearch.model import ModelFileError, ModelNotFoundError
+
+    try:
+        if args.command == "export":
+            print(export(args.run_dir, args.format, args.output, args.method, args.seed))
+        else:
+            print(evaluate(args.run_dir, args.data, args.method, args.seed, args.output).table())
+    except (ModelNotFoundError, ModelFileError, EvaluationError, ConfigError, DatasetNotFoundError) as err:
+        print(f"raysearch: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "report":
         return _report(args.run_dir)
+    if args.command in ("export", "evaluate"):
+        return _model_command(args)
     if args.command == "ui":
         return _ui(args)
     if args.command in ("compare", "validate") and _is_comparison(args.config):
@@ -137,7 +172,9 @@ def main(argv=None) -> int:
         return 2
     if args.command != "resume":
         try:
-            args.config_obj = load_config(args.config, args.overrides)
+            registered = getattr(args, "register_model", None)
+            overrides = [*args.overrides, *([f"tracking.register_model={registered}"] if registered else [])]
+            args.config_obj = load_config(args.config, overrides)
             data_checked = _check_data(args.config_obj, args.command)
             check_command(args.config_obj, args.command)
             if args.command == "validate" and data_checked:

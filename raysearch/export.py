@@ -27,13 +27,24 @@ def example_input(card: ModelCard, batch: int = 2) -> torch.Tensor:
 
 def torchscript(module: nn.Module, card: ModelCard) -> torch.jit.ScriptModule:
     """The module traced to TorchScript (the networks are traceable: no data-dependent control flow)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.*is deprecated")  # still PyTorch's TorchScript path
+    with _quiet_torchscript():
         return torch.jit.trace(module.eval(), example_input(card))
 
 
+@contextlib.contextmanager
+def _quiet_torchscript():
+    """PyTorch deprecates TorchScript (still its path to C++ and mobile) and warns about the shape checks it
+    freezes into a trace (the input shape is fixed but the batch)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated")
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 def _write_torchscript(module: nn.Module, card: ModelCard, path: Path) -> None:
-    torch.jit.save(torchscript(module, card), str(path))
+    traced = torchscript(module, card)
+    with _quiet_torchscript():
+        torch.jit.save(traced, str(path))
 
 
 def _write_onnx(module: nn.Module, card: ModelCard, path: Path) -> None:

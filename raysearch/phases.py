@@ -274,9 +274,10 @@ def retrain(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list
 
 
 def retrain_choices(config: ExperimentConfig, storage: str, tracker: Tracker, rows: list, choices: list[tuple],
-                    seeds: list[int], callbacks: list) -> dict[tuple[int, int], dict]:
+                    seeds: list[int], callbacks: list) -> dict:
     """Retrain every (genotype, hparams) of `choices` with every seed of `seeds`, as many at once as the
-    resources allow, on search-train + search-val, and test them: {(choice index, seed): last result}.
+    resources allow, on search-train + search-val, and test them: {(choice index, seed): its Tune Result}
+    (its metrics, and its checkpoint holding the trained model).
     `raysearch compare` retrains each method's choices at its budget points this way."""
     searched, schedules = build_space(config.space), {}
     grid = [{"index": index, **_training_choice(searched, genotype, hparams, schedules, f"per-step schedule {index}")}
@@ -295,7 +296,7 @@ def retrain_choices(config: ExperimentConfig, storage: str, tracker: Tracker, ro
                                                                           genotype, hparams=hparams))
         rows.append(row(config, "retrain", result, result.config, genotype, test=result.metrics["test_acc"],
                         hparams=hparams))
-        out[(index, seed)] = result.metrics
+        out[(index, seed)] = result
     return out
 
 

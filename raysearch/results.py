@@ -205,3 +205,25 @@ def plot_lr(lrs: list[float], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def plot_confusion(matrix: list[list[int]], classes: list[str], path: Path) -> Path:
+    """A confusion matrix (rows: true class, columns: predicted), each cell's count written in it."""
+    n = len(classes)
+    side = min(2.0 + 0.45 * n, 14.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(matrix, cmap="Blues")
+    if n <= 30:  # beyond, the numbers would not fit their cells
+        top = max(max(row) for row in matrix) or 1
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                        color="white" if count > top / 2 else "black")
+    ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

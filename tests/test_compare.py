@@ -269,6 +269,19 @@ def test_compare_end_to_end_and_report(tiny_run):
         retrainings = 0 if cell.info.run_name.startswith("dha") else 2
         assert "search" in roles and roles.count("retrain") >= retrainings and cell.info.status == "FINISHED"
     assert set(parent.data.metrics) == {f"test_accuracy.{m}" for m in METHODS}
+
+    # each method x seed keeps the model of its final choice (its first retraining seed's; DHA's own), loadable
+    # like a run's, and logged to the server once, by the trial that trained it
+    import raysearch
+    from mlflow.tracking import MlflowClient
+
+    for r in ends:
+        card = raysearch.load_model(out, method=r["method"], seed=r["seed_index"]).card
+        assert card.test_accuracy == r["test_accuracies"][0] and card.genotype == r["genotype"]
+    logged = MlflowClient(uri).search_logged_models([parent.info.experiment_id])
+    assert len(logged) == len(ends) == len({m.source_run_id for m in logged})
+    missing = cli("export", str(out), "--format", "torchscript", cwd=ROOT)
+    assert missing.returncode == 2 and "--method NAME" in missing.stderr and ", ".join(METHODS) in missing.stderr
     # the sweep method: its searches' trials under its method x seed run, each one whole search
     sweep_rows = [r for r in ends if r["method"] == "autohas-sweep"]
     assert {r["algorithm"] for r in sweep_rows} == {"autohas sweep"}

@@ -178,32 +178,35 @@ def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path):
     assert summary["genotype"].startswith("Genotype(normal=[") and summary["genotype"].count("('") == 16  # 2 a node
     rows = pq.read_table(run / "results.parquet").to_pylist()
     assert [r["role"] for r in rows] == ["search"]
-    # the saved model is the one tested: the supernet with its mixing gives the same test accuracy
+    # the saved model is the one tested: the fixed network cut out of the supernet, in eval mode
+    import numpy as np
+    import onnxruntime
+
+    import raysearch
     from raysearch.config import load_config
     from raysearch.data import load_splits
-    from raysearch.spaces import build_space
+    from raysearch.export import export
+    from raysearch.training import accuracy
 
     config = load_config(run / "config.yaml")
     splits = load_splits(config.data)
-    model = torch.load(run / "artifacts" / "model.pt", weights_only=False)
-    assert model["genotype"] == summary["genotype"]
-    test = _saved_model_accuracy(model, build_space(config.space, splits.shape), splits.test)
-    assert test == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    module, card, _ = raysearch.load_model(run)
+    assert card.genotype == summary["genotype"] and card.trained_by == "dha" and card.latency["batch_1_ms"] > 0
+    assert accuracy(module, *splits.test, torch.device("cpu"))[1] == summary["test_accuracy"] == card.test_accuracy
+    assert summary["model"]["path"] == str(run / "model") and summary["model"]["params"] == card.params
+    session = onnxruntime.InferenceSession(str(export(run, "onnx")), providers=["CPUExecutionProvider"])
+    x = splits.test[0][:5]
+    with torch.no_grad():
+        assert np.allclose(session.run(None, {"images": x.numpy()})[0], module(x).numpy(), atol=1e-4)
     assert (run / "artifacts" / "augmentation_policy.png").stat().st_size > 0
     client = MlflowClient(f"sqlite:///{run / 'mlflow.db'}")
     child = client.search_runs([summary["mlflow_experiment_id"]], "tags.`raysearch.role` = 'search'")[0]
     assert len(client.get_metric_history(child.info.run_id, "test_acc")) == 2
     artifacts = {f.path for f in client.list_artifacts(child.info.run_id)}
-    assert {"model.pt", "augmentation_policy.png"} <= artifacts
-
-
-def _saved_model_accuracy(model: dict, space, test) -> float:
-    """Test accuracy of a saved final model, rebuilt from nothing but its space and the saved file."""
-    from raysearch.training import accuracy
-
-    net = space.supernet(affine=model["affine"])
-    net.load_state_dict(model["net"])
-    return accuracy(lambda x: net(x, model["weights"], model["active"]), *test, torch.device("cpu"))[1]
+    assert "augmentation_policy.png" in artifacts
+    logged = client.search_logged_models([summary["mlflow_experiment_id"]])
+    assert [m.source_run_id for m in logged] == [child.info.run_id]
+    assert summary["model"]["mlflow_uri"] == f"models:/{logged[0].model_id}"
 
 
 def _loop(digits, algorithm, **search):
@@ -229,7 +232,7 @@ def test_sequential_dha_trains_the_cell_its_first_stage_derived_from_fresh_weigh
     algo = loop.algorithm
     assert second["stage"] == 2.0 and "test_acc" in second and "augmentation" in algo.encodings()
     assert algo.second.derive().genotype.to_string() == derived == algo.derive().genotype.to_string()
-    assert not algo.second.options.search_arch and algo.model_state()["genotype"] == derived
+    assert not algo.second.options.search_arch and loop.model is not None
     # a search resumed between the stages takes the same second stage
     again = _sequential_loop(digits)
     again.load_state_dict(state)
@@ -238,21 +241,21 @@ def test_sequential_dha_trains_the_cell_its_first_stage_derived_from_fresh_weigh
         ALGORITHMS["sequential_dha"].config_type(search_arch=False, genotype=derived).check(None)
 
 
-def test_every_epoch_of_a_final_model_search_saves_the_model_it_tested(digits):
+def test_every_epoch_of_a_final_model_search_saves_the_model_it_tested(digits, tmp_path):
     """A budget (`search.budget_seconds`, `raysearch compare`) may stop the search after any epoch: the
     checkpoint it stops at holds the model whose test accuracy that epoch reported (Sequential DHA has one
     from its training stage on)."""
-    import io
-
-    from trainables.search import MODEL_FILE, epoch_report
+    from raysearch.model import CARD_FILE, read_model, write_folder
+    from raysearch.training import accuracy
+    from trainables.search import epoch_report
 
     def saved(loop):
         result, files = epoch_report(loop, loop.run_epoch())
-        if MODEL_FILE not in files:
+        if CARD_FILE not in files:
             return None
-        model = torch.load(io.BytesIO(files[MODEL_FILE]), weights_only=False)
-        return _saved_model_accuracy(model, loop.algorithm.space, digits.test) == pytest.approx(
-            result["test_acc"], abs=1e-9)
+        model = read_model(write_folder(tmp_path / "model", {k: v for k, v in files.items() if k != "derived.json"}))
+        assert model.card.latency is None or loop.done  # timed once, after the last epoch
+        return accuracy(model.module, *digits.test, torch.device("cpu"))[1] == result["test_acc"]
 
     dha = _loop(digits, "dha")
     assert saved(dha) and not dha.done

@@ -26,7 +26,7 @@ SUMMARY_KEYS = {"experiment", "algorithm", "space", "dataset", "genotype", "hpar
 
 
 def test_run_writes_results_and_nested_mlflow_runs(tmp_path, ray_session):
-    summary = raysearch.run(tiny_config(), output_dir=tmp_path / "run")
+    summary = raysearch.run(tiny_config(tracking={"register_model": "tiny-cell"}), output_dir=tmp_path / "run")
     run_dir = tmp_path / "run"
     saved = json.loads((run_dir / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(saved)
@@ -54,6 +54,35 @@ def test_run_writes_results_and_nested_mlflow_runs(tmp_path, ray_session):
     assert {a.path for a in client.list_artifacts(search.info.run_id)} == {
         "config.yaml", "genotype.json", "hparams.json", "encodings.json", "encodings.png", "lr_schedule.png"}
     assert len(client.get_metric_history(by_role["retrain"].info.run_id, "test_acc")) == 1
+    _check_model(run_dir, summary, client, by_role["retrain"].info.run_id)
+
+
+def _check_model(run_dir, summary, client, producer: str) -> None:
+    """The run ends with one model: loaded, it tests as reported; MLflow holds it once, logged to the run
+    that trained it, registered once, and mlflow.pyfunc predicts its logits."""
+    import mlflow.pyfunc
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    from raysearch.data import load_splits
+    from raysearch.training import accuracy
+
+    module, card, folder = raysearch.load_model(run_dir)
+    splits = load_splits(raysearch.load_config(run_dir / "config.yaml").data)
+    assert accuracy(module, *splits.test, torch.device("cpu"))[1] == summary.test_accuracy == card.test_accuracy
+    assert card.genotype == summary.genotype and summary.model["path"] == str(folder)
+    logged = client.search_logged_models([summary.mlflow_experiment_id])
+    assert [m.source_run_id for m in logged] == [producer]
+    assert summary.model["mlflow_uri"] == f"models:/{logged[0].model_id}"
+    assert {"model_params", "model_flops", "latency_batch_1_ms", "latency_batch_64_ms"} <= set(
+        client.get_run(producer).data.metrics)
+    versions = client.search_model_versions("name = 'tiny-cell'")
+    assert [v.version for v in versions] == [1] and versions[0].tags["genotype"] == card.genotype
+    assert summary.model["registered_version"] == "1"
+    x = splits.test[0][:6]
+    with _use_tracking_uri(client.tracking_uri):
+        predicted = mlflow.pyfunc.load_model(summary.model["mlflow_uri"]).predict(x.numpy())
+    with torch.no_grad():
+        assert predicted.shape == (6, 10) and torch.allclose(torch.from_numpy(predicted), module(x), atol=1e-5)
 
 
 def test_unreachable_tracking_uri_does_not_fail_the_run(tmp_path, ray_session):
@@ -111,12 +140,21 @@ def test_cli_run_end_to_end(tmp_path):
     import yaml
 
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    proc = _cli("run", "tiny.yaml", "--set", "search.epochs=1", "--output-dir", "out", cwd=tmp_path)
+    proc = _cli("run", "tiny.yaml", "--set", "search.epochs=1", "--output-dir", "out", "--register-model", "cli-cell",
+                cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(registered version 1)" in proc.stdout
     assert "[search 1/1]" in proc.stdout and "[retrain 1/1]" in proc.stdout
     assert "test accuracy (retrained)" in proc.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["experiment"] == "tiny" and len(summary["hparams"]["lr"]) == 1078 // 64
+    assert proc.stdout.rstrip().endswith(f"model                         {tmp_path / 'out' / 'model'}")
+    evaluated = _cli("evaluate", "out", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert f"accuracy {summary['test_accuracy']:.4f}" in evaluated.stdout
+    assert (tmp_path / "out" / "evaluation" / "confusion_matrix.png").stat().st_size > 0
+    missing = _cli("export", ".", "--format", "onnx", cwd=tmp_path)
+    assert missing.returncode == 2 and "not a raysearch run directory" in missing.stderr
 
     # `report` prints the summary again from the files, after a table of the trials, and redraws the plots
     plots = [tmp_path / "out" / "artifacts" / name for name in ("encodings.png", "lr_schedule.png")]
@@ -137,11 +175,11 @@ def test_cli_rejects_missing_data_before_starting_ray(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def _write_slow_config(tmp_path) -> str:
-    """A TINY search of 30 epochs, so there is time to stop it."""
+def _write_slow_config(tmp_path, search: int = 30, retrain: int = 1) -> str:
+    """A TINY run of `search` and `retrain` epochs, so there is time to stop it."""
     import yaml
 
-    config = {**TINY, "search": {**TINY["search"], "epochs": 30}, "retrain": {"epochs": 1}}
+    config = {**TINY, "search": {**TINY["search"], "epochs": search}, "retrain": {"epochs": retrain}}
     (tmp_path / "slow.yaml").write_text(yaml.safe_dump(config))
     return "slow.yaml"
 
@@ -202,14 +240,23 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert rerun.returncode == 2 and "raysearch resume" in rerun.stderr
 
 
-def test_ctrl_c_stops_with_exit_130_and_resume_finishes(tmp_path):
-    driver, stderr, run_dir = _start_and_stop_at(tmp_path, _write_slow_config(tmp_path), "[search 3/30]",
+def test_ctrl_c_in_the_retraining_stops_with_exit_130_and_resume_ends_with_one_model(tmp_path):
+    driver, stderr, run_dir = _start_and_stop_at(tmp_path, _write_slow_config(tmp_path, 2, 30), "[retrain 3/30]",
                                                  lambda d: os.kill(d.pid, signal.SIGINT))
     assert driver.returncode == 130, stderr[-3000:]
     assert "raysearch resume" in stderr and not (run_dir / "summary.json").exists()
+    assert not (run_dir / "model").exists()
     parent = json.loads((run_dir / "run.json").read_text())["mlflow_parent_run_id"]
-    assert MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}").get_run(parent).info.status == "KILLED"
-    _resume_and_check(tmp_path, run_dir)
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")
+    assert client.get_run(parent).info.status == "KILLED"
+    proc = _cli("resume", "out", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[search" not in proc.stdout and "[retrain 1/30]" not in proc.stdout  # continued, not restarted
+    summary = raysearch.Summary(**json.loads((run_dir / "summary.json").read_text()))
+    retrain = client.search_runs([summary.mlflow_experiment_id], "tags.`raysearch.role` = 'retrain'")
+    assert len(retrain) == 1 and [p.name for p in run_dir.iterdir() if p.name.startswith(".model")] == []
+    assert len(client.search_logged_models([summary.mlflow_experiment_id])) == 1
+    assert summary.model["mlflow_uri"] and raysearch.load_model(run_dir).card.test_accuracy == summary.test_accuracy
 
 
 def test_cli_errors_for_unreachable_ray_address_and_missing_run(tmp_path):

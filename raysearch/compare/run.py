@@ -32,8 +32,10 @@ from raysearch.compare.config import CONFIG_FILE, STATE_FILE, Comparison, cell_d
 from raysearch.compare.report import final_tests, render, write_rows
 from raysearch.data import check_available, load_splits
 from raysearch.joint import JointSpace
+from raysearch.model import MODEL_DIR
 from raysearch.phases import RunFailed, RunInterrupted
 from raysearch.preflight import check_cluster, check_config
+from raysearch.product import keep_model
 from raysearch.proxies import flops, num_params
 from raysearch.results import write_results
 from raysearch.runner import RunDirError, start_ray
@@ -197,6 +199,15 @@ def _execute(comparison: Comparison, run_dir: Path, tracker: Tracker, address: s
             ray.shutdown()
 
 
+def _keep_model(cell: Tracker, folder: Path, selected, retrained) -> None:
+    """The model of the method's final choice in `folder`/model: its retraining with the first seed, or the
+    model a final-model search (DHA) trained; logged to the MLflow run of the trial that trained it."""
+    source = retrained or selected
+    role, trial = ("retrain", retrained.metrics["trial_id"]) if retrained else ("search", selected.trial_id)
+    child = cell.find_child({"raysearch.role": role, "raysearch.trial_id": trial})
+    keep_model(source.checkpoint, folder / MODEL_DIR, cell, child)
+
+
 def _cell_tags(method: str, seed_index: int) -> dict[str, str]:
     return {"raysearch.role": "method", "raysearch.method": method, "raysearch.seed_index": str(seed_index)}
 
@@ -274,8 +285,8 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, folder: 
             if final_model:
                 tests, retrain_seconds = [inc.test_accuracy], None
             else:
-                tests = [results[(index, s)]["test_acc"] for s in seeds]
-                retrain_seconds = statistics.mean(results[(index, s)]["time_total_s"] for s in seeds)
+                tests = [results[(index, s)].metrics["test_acc"] for s in seeds]
+                retrain_seconds = statistics.mean(results[(index, s)].metrics["time_total_s"] for s in seeds)
             params, macs = _size(config, inc.genotype)
             rows.append({**base, "budget_fraction": fraction, "budget_seconds": at, "used_seconds": inc.seconds,
                          "trial_epochs": inc.trial_epochs, "genotype": inc.genotype,
@@ -284,6 +295,7 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, folder: 
                          "test_accuracies": tests, "params": params, "flops": macs, "search_seconds": seconds,
                          "retrain_seconds": retrain_seconds, "status": end})
         final = rows[-1]
+        _keep_model(cell, folder, selected, results.get((index, seeds[0])))
         cell.log_metrics(cell.parent_run_id, {"test_accuracy": final["test_mean"], "search_seconds": seconds,
                                               "trial_epochs": final["trial_epochs"]}, 0)
         status = "FINISHED"
