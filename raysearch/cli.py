@@ -14,6 +14,8 @@ from pathlib import Path
 from raysearch.compare.config import STATE_FILE as COMPARISON_STATE, load_comparison
 from raysearch.config import ConfigError, check_command, load_config, read_yaml
 from raysearch.data import DatasetNotFoundError, check_available, root_unset
+from raysearch.export import export
+from raysearch.model import ModelFileError, ModelNotFoundError
 from raysearch.preflight import check_config
 from raysearch.ui import UiError, serve
 
@@ -141,9 +143,7 @@ def _run_or_resume(args) -> int:
 
 def _model_command(args) -> int:
     """`export` or `evaluate`: one line on stderr and exit 2 when the model or the data will not do."""
-    from raysearch.evaluate import EvaluationError, evaluate
-    from raysearch.export import export
-    from raysearch.model import ModelFileError, ModelNotFoundError
+    from raysearch.evaluate import EvaluationError, evaluate  # matplotlib: loaded only to draw
 
     try:
         if args.command == "export":

@@ -13,7 +13,7 @@ from tests.helpers import ROOT
 
 CORE = ("raysearch.schema", "raysearch.config", "raysearch.spaces", "raysearch.relax", "raysearch.algorithms",
         "raysearch.data", "raysearch.proxies", "raysearch.predictors", "raysearch.search", "raysearch.training",
-        "raysearch.distributed", "raysearch.baselines", "raysearch.augment")
+        "raysearch.distributed", "raysearch.baselines", "raysearch.augment", "raysearch.model")
 HEAVY = ("ray", "mlflow", "pyarrow", "matplotlib")  # what `import raysearch` must not load
 INNER_OK = (*HEAVY, "torch")  # what an import inside a function may keep out of its module
 PROJECT = ("raysearch", "trainables")
