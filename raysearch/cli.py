@@ -14,7 +14,7 @@ from pathlib import Path
 from raysearch.compare.config import STATE_FILE as COMPARISON_STATE, load_comparison
 from raysearch.config import ConfigError, check_command, load_config, read_yaml
 from raysearch.data import DatasetNotFoundError, check_available, root_unset
-from raysearch.export import export
+from raysearch.export import FORMATS, export
 from raysearch.model import ModelFileError, ModelNotFoundError
 from raysearch.preflight import check_config
 from raysearch.ui import UiError, serve
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--method", help="a comparison's method whose model to use")
         cmd.add_argument("--seed", type=int, default=0, help="a comparison's search seed index (default 0)")
     export = sub.choices["export"]
-    export.add_argument("--format", required=True, choices=("torchscript", "onnx"))
+    export.add_argument("--format", required=True, choices=tuple(FORMATS))
     export.add_argument("--output", help="the file to write (default: in the model folder)")
     evaluate = sub.choices["evaluate"]
     evaluate.add_argument("--data", help="an experiment config (its test split) or a folder of class folders "

@@ -12,18 +12,22 @@ from raysearch.tracking import Tracker
 from trainables.common import copy_model
 
 
-def keep_model(checkpoint, folder: Path, tracker: Tracker, run_id: str | None, register: str | None = None,
-               ) -> dict | None:
-    """The model in `checkpoint` written as `folder` and logged to the MLflow run `run_id` (registered as
-    `register`); None when the checkpoint holds none. A model whose trial could not time it (a search a
-    budget stopped before its last epoch) is timed here, on this machine."""
-    if checkpoint is None or copy_model(checkpoint, folder) is None:
+def keep_model(folder: Path, tracker: Tracker, selected, retrained=None, register: str | None = None) -> dict | None:
+    """The trained model written as `folder` and logged to the MLflow child run of the trial that trained it
+    (registered as `register`): the retraining's (`retrained`, its Tune Result) or, without one, the model a
+    final-model search trained (`selected`, the phase's Selected). None when that trial's checkpoint holds
+    none. A model whose trial could not time it (a search a budget stopped before its last epoch) is timed
+    here, on this machine."""
+    source, role, trial = ((retrained, "retrain", retrained.metrics["trial_id"]) if retrained is not None
+                           else (selected, "search", selected.trial_id))
+    if source.checkpoint is None or copy_model(source.checkpoint, folder) is None:
         return None
     card = read_card(folder)
     if card.latency is None:
         module = read_model(folder).module
         card = dataclasses.replace(card, latency=measure_latency(module, card.shape))
         save_model(folder, module, card)
+    run_id = tracker.find_child({"raysearch.role": role, "raysearch.trial_id": trial})
     logged = tracker.log_model(run_id, folder, register)
     cost = {"model_params": card.params, "model_flops": card.flops,
             **{f"latency_{k}": v for k, v in card.latency.items() if k.endswith("_ms")}}

@@ -198,10 +198,7 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
             tracker.log_artifacts(_child(tracker, "retrain", retrain.metrics["trial_id"]), shared)
 
         # the trained network: the retraining's, or the one a final-model search trained
-        producer = (_child(tracker, "retrain", retrain.metrics["trial_id"]) if retrain
-                    else _child(tracker, "search", selected.trial_id))
-        model = keep_model(retrain.checkpoint if retrain else selected.checkpoint, run_dir / MODEL_DIR, tracker,
-                           producer, config.tracking.register_model)
+        model = keep_model(run_dir / MODEL_DIR, tracker, selected, retrain, config.tracking.register_model)
         summary = Summary(
             experiment=config.name, algorithm=config.search.algorithm, space=config.space.name,
             dataset=config.data.dataset, genotype=selected.genotype, hparams=selected.hparams,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from raysearch.config import from_dict
-from raysearch.export import FORMATS, export, torchscript
+from raysearch.export import FORMATS, export
 from raysearch.model import (ModelCard, ModelFileError, ModelNotFoundError, build_network, find_model, hparams_of,
                              load_model, make_card, read_model, save_model)
 from raysearch.search import SearchLoop

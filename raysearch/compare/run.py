@@ -32,11 +32,10 @@ from raysearch.compare.config import CONFIG_FILE, STATE_FILE, Comparison, cell_d
 from raysearch.compare.report import final_tests, render, write_rows
 from raysearch.data import check_available, load_splits
 from raysearch.joint import JointSpace
-from raysearch.model import MODEL_DIR
+from raysearch.model import MODEL_DIR, build_network, size
 from raysearch.phases import RunFailed, RunInterrupted
 from raysearch.preflight import check_cluster, check_config
 from raysearch.product import keep_model
-from raysearch.proxies import flops, num_params
 from raysearch.results import write_results
 from raysearch.runner import RunDirError, start_ray
 from raysearch.spaces import build_space
@@ -199,15 +198,6 @@ def _execute(comparison: Comparison, run_dir: Path, tracker: Tracker, address: s
             ray.shutdown()
 
 
-def _keep_model(cell: Tracker, folder: Path, selected, retrained) -> None:
-    """The model of the method's final choice in `folder`/model: its retraining with the first seed, or the
-    model a final-model search (DHA) trained; logged to the MLflow run of the trial that trained it."""
-    source = retrained or selected
-    role, trial = ("retrain", retrained.metrics["trial_id"]) if retrained else ("search", selected.trial_id)
-    child = cell.find_child({"raysearch.role": role, "raysearch.trial_id": trial})
-    keep_model(source.checkpoint, folder / MODEL_DIR, cell, child)
-
-
 def _cell_tags(method: str, seed_index: int) -> dict[str, str]:
     return {"raysearch.role": "method", "raysearch.method": method, "raysearch.seed_index": str(seed_index)}
 
@@ -234,10 +224,8 @@ def _decoded(records: list[dict], config) -> list[dict]:
 
 def _size(config, genotype: str) -> tuple[int, float]:
     """(trainable parameters, multiply-accumulates per image) of the network of `genotype`."""
-    splits = _splits(config.data)
-    space = build_space(config.space, splits.shape)
-    network = space.network(space.parse(genotype))
-    return int(num_params(network)), flops(network, splits.test[0][:2])
+    shape = _splits(config.data).shape
+    return size(build_network(config.space, genotype, shape), shape)
 
 
 def _cell(comparison: Comparison, method: str, seed_index: int, config, folder: Path, tracker: Tracker,
@@ -295,7 +283,7 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, folder: 
                          "test_accuracies": tests, "params": params, "flops": macs, "search_seconds": seconds,
                          "retrain_seconds": retrain_seconds, "status": end})
         final = rows[-1]
-        _keep_model(cell, folder, selected, results.get((index, seeds[0])))
+        keep_model(folder / MODEL_DIR, cell, selected, results.get((index, seeds[0])))  # the first seed's
         cell.log_metrics(cell.parent_run_id, {"test_accuracy": final["test_mean"], "search_seconds": seconds,
                                               "trial_epochs": final["trial_epochs"]}, 0)
         status = "FINISHED"
