@@ -36,15 +36,16 @@ class Summary:
 
     @property
     def model_rows(self) -> list[tuple[str, str]]:
-        """The table's lines on the model: what it costs, where it is."""
+        """The table's lines on the model: what it costs, where it is (labels no wider than the table's
+        others, so its column keeps its width)."""
         m = self.model
         if m is None:
             return [("model", "none (no retraining, or it stopped before its last epoch)")]
         latency = m["latency"] or {}
         rows = [("model params / MACs", f"{m['params']:,} / {m['flops']:,.0f}"),
-                ("model latency (batch 1 / 64)", f"{latency.get('batch_1_ms', float('nan')):.3g} / "
-                                                 f"{latency.get('batch_64_ms', float('nan')):.3g} ms on "
-                                                 f"{latency.get('device', '-')}")]
+                ("latency (batch 1 / 64)", f"{latency.get('batch_1_ms', float('nan')):.3g} / "
+                                           f"{latency.get('batch_64_ms', float('nan')):.3g} ms on "
+                                           f"{latency.get('device', '-')}")]
         if m.get("mlflow_uri"):
             registered = f" (registered version {m['registered_version']})" if m.get("registered_version") else ""
             rows.append(("MLflow model", m["mlflow_uri"] + registered))

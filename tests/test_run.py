@@ -148,7 +148,7 @@ def test_cli_run_end_to_end(tmp_path):
     assert "test accuracy (retrained)" in proc.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["experiment"] == "tiny" and len(summary["hparams"]["lr"]) == 1078 // 64
-    assert proc.stdout.rstrip().endswith(f"model                         {tmp_path / 'out' / 'model'}")
+    assert proc.stdout.rstrip().splitlines()[-1].split() == ["model", str(tmp_path / "out" / "model")]
     evaluated = _cli("evaluate", "out", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert f"accuracy {summary['test_accuracy']:.4f}" in evaluated.stdout
