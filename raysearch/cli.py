@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--output-dir", help="run directory (default runs/<comparison>-<timestamp>)")
     cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in the run directory)")
     cmd.add_argument("--address", help="Ray cluster address (default: start Ray locally)")
+    cmd.add_argument("--register-model", metavar="NAME", help="register each method x seed's model as a version of "
+                                                              "NAME, tagged with its method and seed "
+                                                              "(shared.tracking.register_model)")
     with_config(sub.add_parser("validate", help="check a config (or a comparison) and its data without running "
                                                 "anything"))
     resume = sub.add_parser("resume", help="continue an interrupted run, sweep or comparison")
@@ -164,6 +167,10 @@ def main(argv=None) -> int:
         return _model_command(args)
     if args.command == "ui":
         return _ui(args)
+    registered = getattr(args, "register_model", None)
+    if registered:
+        key = "shared.tracking.register_model" if args.command == "compare" else "tracking.register_model"
+        args.overrides = [*args.overrides, f"{key}={registered}"]
     if args.command in ("compare", "validate") and _is_comparison(args.config):
         return _comparison(args)
     if args.command == "compare":
@@ -172,9 +179,7 @@ def main(argv=None) -> int:
         return 2
     if args.command != "resume":
         try:
-            registered = getattr(args, "register_model", None)
-            overrides = [*args.overrides, *([f"tracking.register_model={registered}"] if registered else [])]
-            args.config_obj = load_config(args.config, overrides)
+            args.config_obj = load_config(args.config, args.overrides)
             data_checked = _check_data(args.config_obj, args.command)
             check_command(args.config_obj, args.command)
             if args.command == "validate" and data_checked:

@@ -12,9 +12,10 @@ from raysearch.tracking import Tracker
 from trainables.common import copy_model
 
 
-def keep_model(folder: Path, tracker: Tracker, selected, retrained=None, register: str | None = None) -> dict | None:
+def keep_model(folder: Path, tracker: Tracker, selected, retrained=None, register: str | None = None,
+               tags: dict[str, str] | None = None) -> dict | None:
     """The trained model written as `folder` and logged to the MLflow child run of the trial that trained it
-    (registered as `register`): the retraining's (`retrained`, its Tune Result) or, without one, the model a
+    (registered as `register`, its version tagged with `tags` too): the retraining's (`retrained`, its Tune Result) or, without one, the model a
     final-model search trained (`selected`, the phase's Selected). None when that trial's checkpoint holds
     none. A model whose trial could not time it (a search a budget stopped before its last epoch) is timed
     here, on this machine."""
@@ -28,7 +29,7 @@ def keep_model(folder: Path, tracker: Tracker, selected, retrained=None, registe
         card = dataclasses.replace(card, latency=measure_latency(module, card.shape))
         save_model(folder, module, card)
     run_id = tracker.find_child({"raysearch.role": role, "raysearch.trial_id": trial})
-    logged = tracker.log_model(run_id, folder, register)
+    logged = tracker.log_model(run_id, folder, register, tags)
     cost = {"model_params": card.params, "model_flops": card.flops,
             **{f"latency_{k}": v for k, v in card.latency.items() if k.endswith("_ms")}}
     tracker.log_metrics(run_id, cost, 0)

@@ -217,11 +217,13 @@ class Tracker:
             self.end(run.info.run_id, status)
 
     # -- the model ---------------------------------------------------------------------------
-    def log_model(self, run_id: str | None, folder: Path, register: str | None = None) -> dict:
+    def log_model(self, run_id: str | None, folder: Path, register: str | None = None,
+                  tags: dict[str, str] | None = None) -> dict:
         """Log the model folder's network to `run_id` as an MLflow model (`mlflow.pyfunc.load_model(uri)
         .predict(batch)` gives class scores) once, and with `register` make it a version of that registered
-        model once: a resumed run logs and registers nothing twice. Returns {"uri", "version"} (None: not
-        logged or not registered)."""
+        model once, tagged with the card's genotype, dataset, space and test accuracy plus `tags`: a resumed
+        run logs and registers nothing twice. Returns {"uri", "version"} (None: not logged or not
+        registered)."""
         out = {"uri": None, "version": None}
         if run_id is None or not self.enabled:
             return out
@@ -235,10 +237,11 @@ class Tracker:
         out["uri"] = f"models:/{logged[0].model_id}" if logged else self._call(
             "log model", self._log_pytorch_model, run_id, folder)
         if out["uri"] is not None and register:
-            out["version"] = self._call("register model", self._register, register, out["uri"], run_id, folder)
+            out["version"] = self._call("register model", self._register, register, out["uri"], run_id, folder,
+                                        tags or {})
         return out
 
-    def _register(self, name: str, uri: str, run_id: str, folder: Path) -> str:
+    def _register(self, name: str, uri: str, run_id: str, folder: Path, extra: dict[str, str]) -> str:
         from mlflow.exceptions import MlflowException
 
         from raysearch.model import read_card
@@ -253,7 +256,7 @@ class Tracker:
                 raise
         card = read_card(folder)
         tags = {"genotype": card.genotype, "dataset": card.dataset, "space": card.space["name"],
-                "test_accuracy": "-" if card.test_accuracy is None else f"{card.test_accuracy:.6g}"}
+                "test_accuracy": "-" if card.test_accuracy is None else f"{card.test_accuracy:.6g}", **extra}
         with _global_uri(self.uri):  # the registry resolves a models:/ source through the global URI
             version = self.client.create_model_version(name, uri, run_id=run_id, tags=tags,
                                                        model_id=uri.removeprefix("models:/"))

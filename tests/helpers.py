@@ -33,6 +33,21 @@ def cli(*args, cwd):
                           cwd=cwd, env=env, timeout=600, stdin=subprocess.DEVNULL)
 
 
+def assert_pyfunc_predicts(tracking_uri: str, model_uri: str, loaded, images) -> None:
+    """mlflow.pyfunc loads `model_uri` (a models:/ URI of the tracking server or store) and its predictions on
+    `images` are the loaded model's logits."""
+    import mlflow.pyfunc
+    import torch
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):  # models:/ URIs resolve through MLflow's global tracking URI
+        predicted = mlflow.pyfunc.load_model(model_uri).predict(images.numpy())
+    with torch.no_grad():
+        expected = loaded.module(images)
+    assert predicted.shape == (len(images), len(loaded.card.classes))
+    assert torch.allclose(torch.from_numpy(predicted), expected, atol=1e-5)
+
+
 class KillOnce(tune.Callback):
     """SIGKILLs the trial's process once Tune has registered its checkpoint of epoch `at` (once)."""
 

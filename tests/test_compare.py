@@ -21,7 +21,7 @@ from raysearch.compare.config import comparison_from_dict, load_comparison
 from raysearch.compare.report import PLOTS, read_rows, render, table, write_rows
 from raysearch.schema import ConfigError
 from tests.conftest import TINY
-from tests.helpers import ROOT, cli, free_port
+from tests.helpers import ROOT, assert_pyfunc_predicts, cli, free_port
 from tests.browser import ARTIFACTS, chromium, render_page
 
 TINY_SPACE = {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1}
@@ -215,7 +215,8 @@ def tiny_run(tmp_path_factory, mlflow_server):
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(_comparison()))
     out = folder / "out"
-    done = cli("compare", str(config), "--output-dir", str(out), "--tracking-uri", mlflow_server, cwd=ROOT)
+    done = cli("compare", str(config), "--output-dir", str(out), "--tracking-uri", mlflow_server,
+               "--register-model", "tiny-compare-cell", cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done, mlflow_server
 
@@ -274,14 +275,27 @@ def test_compare_end_to_end_and_report(tiny_run):
 
     # each method x seed keeps the model of its final choice (its first retraining seed's; DHA's own), loadable
     # like a run's, and logged to the server once, by the trial that trained it
-    import raysearch
+    import torch
     from mlflow.tracking import MlflowClient
+
+    import raysearch
 
     for r in ends:
         card = raysearch.load_model(out, method=r["method"], seed=r["seed_index"]).card
         assert card.test_accuracy == r["test_accuracies"][0] and card.genotype == r["genotype"]
-    logged = MlflowClient(uri).search_logged_models([parent.info.experiment_id])
+    client = MlflowClient(uri)
+    logged = client.search_logged_models([parent.info.experiment_id])
     assert len(logged) == len(ends) == len({m.source_run_id for m in logged})
+    # --register-model: each method x seed's model is one version of the name on the server, tagged with
+    # where it came from, and mlflow.pyfunc predicts its logits from the server's registry
+    versions = client.search_model_versions("name = 'tiny-compare-cell'")
+    assert sorted((v.tags["method"], v.tags["seed_index"]) for v in versions) == sorted(
+        (r["method"], str(r["seed_index"])) for r in ends)
+    assert {v.source for v in versions} == {f"models:/{m.model_id}" for m in logged}
+    version = next(v for v in versions if v.tags["method"] == "autohas" and v.tags["seed_index"] == "0")
+    loaded = raysearch.load_model(out, method="autohas")
+    images = torch.randn(3, loaded.card.in_channels, loaded.card.image_size, loaded.card.image_size)
+    assert_pyfunc_predicts(uri, f"models:/tiny-compare-cell/{version.version}", loaded, images)
     missing = cli("export", str(out), "--format", "torchscript", cwd=ROOT)
     listed = missing.stderr.rsplit("its methods: ", 1)[-1].strip()
     assert missing.returncode == 2 and "--method NAME" in missing.stderr and sorted(listed.split(", ")) == sorted(METHODS)

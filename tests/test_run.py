@@ -17,7 +17,7 @@ import raysearch
 from raysearch.runner import start_ray
 from raysearch.search import SearchLoop
 from tests.conftest import TINY, tiny_config
-from tests.helpers import KillOnce, free_port
+from tests.helpers import KillOnce, assert_pyfunc_predicts, free_port
 from tests.helpers import cli as _cli
 from trainables.common import set_up_trial
 
@@ -60,13 +60,11 @@ def test_run_writes_results_and_nested_mlflow_runs(tmp_path, ray_session):
 def _check_model(run_dir, summary, client, producer: str) -> None:
     """The run ends with one model: loaded, it tests as reported; MLflow holds it once, logged to the run
     that trained it, registered once, and mlflow.pyfunc predicts its logits."""
-    import mlflow.pyfunc
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     from raysearch.data import load_splits
     from raysearch.training import accuracy
 
-    module, card, folder = raysearch.load_model(run_dir)
+    loaded = raysearch.load_model(run_dir)
+    module, card, folder = loaded
     splits = load_splits(raysearch.load_config(run_dir / "config.yaml").data)
     assert accuracy(module, *splits.test, torch.device("cpu"))[1] == summary.test_accuracy == card.test_accuracy
     assert card.genotype == summary.genotype and summary.model["path"] == str(folder)
@@ -78,15 +76,11 @@ def _check_model(run_dir, summary, client, producer: str) -> None:
     versions = client.search_model_versions("name = 'tiny-cell'")
     assert [v.version for v in versions] == [1] and versions[0].tags["genotype"] == card.genotype
     assert summary.model["registered_version"] == "1"
-    x = splits.test[0][:6]
-    with _use_tracking_uri(client.tracking_uri):
-        predicted = mlflow.pyfunc.load_model(summary.model["mlflow_uri"]).predict(x.numpy())
-    with torch.no_grad():
-        assert predicted.shape == (6, 10) and torch.allclose(torch.from_numpy(predicted), module(x), atol=1e-5)
+    assert_pyfunc_predicts(client.tracking_uri, summary.model["mlflow_uri"], loaded, splits.test[0][:6])
 
 
 def test_unreachable_tracking_uri_does_not_fail_the_run(tmp_path, ray_session):
-    config = tiny_config(retrain={"enabled": False}, tracking={"timeout_s": 1, "retries": 0})
+    config = tiny_config(tracking={"timeout_s": 1, "retries": 0, "register_model": "never-registered"})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = raysearch.run(config, output_dir=tmp_path, tracking_uri=f"http://127.0.0.1:{free_port()}")
@@ -94,6 +88,9 @@ def test_unreachable_tracking_uri_does_not_fail_the_run(tmp_path, ray_session):
     assert summary.mlflow_parent_run_id is None
     assert json.loads((tmp_path / "summary.json").read_text())["genotype"] == summary.genotype
     assert (tmp_path / "results.parquet").exists()
+    # the model is written as ever, with no MLflow model to point to
+    assert summary.model["mlflow_uri"] is None and summary.model["registered_version"] is None
+    assert raysearch.load_model(tmp_path).card.test_accuracy == summary.test_accuracy
 
 
 def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, digits):

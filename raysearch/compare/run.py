@@ -283,7 +283,8 @@ def _cell(comparison: Comparison, method: str, seed_index: int, config, folder: 
                          "test_accuracies": tests, "params": params, "flops": macs, "search_seconds": seconds,
                          "retrain_seconds": retrain_seconds, "status": end})
         final = rows[-1]
-        keep_model(folder / MODEL_DIR, cell, selected, results.get((index, seeds[0])))  # the first seed's
+        keep_model(folder / MODEL_DIR, cell, selected, results.get((index, seeds[0])),  # the first seed's
+                   config.tracking.register_model, {"method": method, "seed_index": str(seed_index)})
         cell.log_metrics(cell.parent_run_id, {"test_accuracy": final["test_mean"], "search_seconds": seconds,
                                               "trial_epochs": final["trial_epochs"]}, 0)
         status = "FINISHED"
