@@ -42,7 +42,6 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)  # one Ray for every method

@@ -74,7 +74,6 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--cpus-per-node", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from mlflow.tracking import MlflowClient
     from ray.cluster_utils import Cluster

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import typing
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,7 @@ def from_dict(data) -> ExperimentConfig:
         search.options.check_space(space)
     config = dataclasses.replace(build(ExperimentConfig, data), data=data_section, space=space, search=search)
     _check_workers(config)
+    _check_tracking_uri(config.tracking.uri)
     if sweep is not None:
         config = dataclasses.replace(config, sweep=_build_sweep(sweep, config))
     return config
@@ -296,6 +298,15 @@ def check_command(config: ExperimentConfig, command: str) -> None:
     if command == "run" and config.sweep is not None:
         raise ConfigError("sweep: this config sweeps its search's meta-hyper-parameters: run it with "
                           "`raysearch sweep CONFIG`, or run its search once with `--set sweep=null`")
+
+
+def _check_tracking_uri(uri: str | None) -> None:
+    """A password in a config would be copied to config.yaml, MLflow's params and Tune's state."""
+    if uri and urllib.parse.urlsplit(uri).password is not None:
+        raise ConfigError("tracking.uri: holds a password, which a config would copy into the run directory, "
+                          "MLflow and Ray's state; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                          "MLFLOW_TRACKING_TOKEN) instead, or give the URI with --tracking-uri, which raysearch "
+                          "redacts")
 
 
 def _check_workers(config: ExperimentConfig) -> None:

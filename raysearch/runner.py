@@ -13,15 +13,12 @@ a sweep as a sweep.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import socket
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from raysearch import phases, worker_logs
+from raysearch import phases
 from raysearch.algorithms import ALGORITHMS
 from raysearch.config import ExperimentConfig, check_command, load_config
 from raysearch.data import check_available
@@ -29,8 +26,9 @@ from raysearch.phases import RunFailed, RunInterrupted
 from raysearch.model import MODEL_DIR
 from raysearch.preflight import check_cluster, check_config
 from raysearch.product import keep_model
+from raysearch.ray_session import start_ray, stop_ray
 from raysearch.results import Summary, write_results, write_summary
-from raysearch.tracking import Tracker, default_uri, flatten
+from raysearch.tracking import Tracker, adopt_credentials, default_uri, flatten
 from raysearch.ui import share_view
 
 __all__ = ["RunDirError", "RunFailed", "RunInterrupted", "resume", "run", "sweep"]
@@ -41,38 +39,6 @@ SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "search_seconds")  # the par
 
 class RunDirError(ValueError):
     """The run directory is in use (for `run`) or holds no run (for `resume`)."""
-
-
-def _probe_ray(address: str, timeout: float = 5.0) -> None:
-    """Fail fast when nothing listens at a host:port address (`ray.init` would retry for minutes)."""
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto" and other forms Ray resolves itself
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as err:
-        raise ConnectionError(f"nothing answers at {address} ({err})") from None
-
-
-def start_ray(config: ExperimentConfig, address: str | None) -> bool:
-    """Connect to `address`, or start a local Ray with this machine's CPUs; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or config.ray.address
-    runtime_env = {"worker_process_setup_hook": worker_logs.HOOK}  # Ray's per-trial INFO lines off the console
-    if address:
-        _probe_ray(address)
-        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
-    else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
-        # "local": a private Ray even when another one runs on this machine (with no address, ray.init
-        # joins the newest cluster `ray start` or ray.cluster_utils left in /tmp/ray).
-        ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=False,
-                 logging_level=logging.WARNING, runtime_env=runtime_env)
-    return True
 
 
 def _write_json(path: Path, content) -> Path:
@@ -132,6 +98,7 @@ def sweep(config: ExperimentConfig, output_dir=None, tracking_uri: str | None = 
 
 def _start(config: ExperimentConfig, output_dir, tracking_uri: str | None, address: str | None,
            callbacks) -> Summary:
+    tracking_uri = adopt_credentials(tracking_uri)
     check_available(config.data.dataset, config.data.root)  # before any resource is taken
     check_config(config, address)  # batch vs splits, one step's memory (vs this machine, for a local run)
     run_dir = Path(output_dir or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
@@ -222,6 +189,4 @@ def _execute(config: ExperimentConfig, run_dir: Path, tracker: Tracker, state: R
         tracker.end_open_children(status)
         tracker.end(tracker.parent_run_id, status)
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray()

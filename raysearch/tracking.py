@@ -29,6 +29,23 @@ def default_uri(run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'mlflow.db'}"
 
 
+def adopt_credentials(uri: str | None) -> str | None:
+    """`uri` without the user and password of `http://user:password@host`, which become this process's
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (MLflow's client reads them on every request):
+    raysearch writes and prints only the URI it returns, and the Tracker it pickles into Tune's state
+    holds no secret. The driver makes every MLflow call; a local Ray's processes do not inherit the
+    password (raysearch.ray_session)."""
+    if not uri:
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username or "")
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password or "")
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
     """Nested dict -> {"a.b": "value"} of strings, dropping values too long for a param."""
     out = {}

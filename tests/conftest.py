@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from raysearch.config import DataConfig, from_dict
 from raysearch.data import load_splits
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 torch.set_num_threads(2)
 
 TINY = {

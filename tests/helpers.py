@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import yaml
@@ -26,11 +29,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cli(*args, cwd):
-    """`raysearch ARGS` in a subprocess, with no standard input, bounded in time."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "raysearch.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600, stdin=subprocess.DEVNULL)
+def cli(*args, cwd, env: dict | None = None):
+    """`raysearch ARGS` in a subprocess, with no standard input, bounded in time; `env` changes this process's
+    environment for it (a value None removes the variable)."""
+    changed = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "raysearch.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={k: v for k, v in changed.items() if v is not None}, timeout=600,
+                          stdin=subprocess.DEVNULL)
 
 
 def assert_pyfunc_predicts(tracking_uri: str, model_uri: str, loaded, images) -> None:
@@ -46,6 +51,42 @@ def assert_pyfunc_predicts(tracking_uri: str, model_uri: str, loaded, images) ->
         expected = loaded.module(images)
     assert predicted.shape == (len(images), len(loaded.card.classes))
     assert torch.allclose(torch.from_numpy(predicted), expected, atol=1e-5)
+
+
+# secrets a test hands raysearch (a password in the tracking URI, a Ray token): none may appear in what it writes
+SENTINELS = {"password": "pw-0f5e2a91c4d7-sentinel", "token": "tok-7c3b81e65a02-sentinel"}
+
+
+def assert_no_secret(console: str, *folders: Path) -> None:
+    """No sentinel secret in the console output or in any file under `folders` (bytes, whatever the
+    format: JSON, YAML, Parquet, pickles, SQLite)."""
+    for name, secret in SENTINELS.items():
+        assert secret not in console, f"the {name} is on the console"
+        for folder in folders:
+            leaks = [p for p in Path(folder).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+            assert not leaks, f"the {name} is in {leaks}"
+
+
+@contextmanager
+def serve_mlflow(folder: Path, *args: str, env: dict | None = None):
+    """A real MLflow tracking server on 127.0.0.1 with a SQLite store in `folder` (`args`: more options,
+    e.g. --app-name basic-auth), stopped by its PID (its process group) afterwards. Yields (url, folder)."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    with open(folder / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                   "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                                   "--artifacts-destination", str(folder / "artifacts"), *args], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+            assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", folder=folder)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 class KillOnce(tune.Callback):

@@ -69,7 +69,7 @@ def test_state_dict_round_trip_continues_identically(name, space_name, digits):
     expected = _run(a, digits, 2)
     b = _algorithm(name, space_name)
     buffer.seek(0)
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(torch.load(buffer, weights_only=True))
     assert _run(b, digits, 2) == expected
     (enc_a, w_a), (enc_b, w_b) = _snapshot(a), _snapshot(b)
     assert all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)

@@ -189,7 +189,7 @@ def test_interrupted_and_resumed_search_matches_an_uninterrupted_one(digits):
     del first
     buffer.seek(0)
     resumed = SearchLoop.from_config(config, digits)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     _run(resumed, 2)
 
     for name, tensor in straight.algorithm.enc.items():

@@ -178,8 +178,7 @@ def test_cli_runs_a_shipped_baseline_config_and_retrains_its_best(tmp_path):
     cmd = [sys.executable, "-m", "raysearch.cli", "run", str(ROOT / "configs" / "random_nb201_digits.yaml"),
            "--output-dir", str(tmp_path), "--set", "search.epochs=1", "--set", "search.budget_epochs=2",
            "--set", "retrain.epochs=1", "--set", "space.channels=4", "--set", "space.cells_per_stage=1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-                          env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     rows = pq.read_table(tmp_path / "results.parquet").to_pylist()

@@ -92,3 +92,15 @@ def test_nodes_start_ray_from_the_project_and_join_the_head(prepared):
     port = re.search(r"--port=(\d+)", head).group(1)
     assert f"~/raysearch/.venv/bin/ray start --address=$RAY_HEAD_IP:{port}" in worker
     assert "0.0.0.0" not in head  # nothing the head starts listens on every interface
+
+
+def test_every_node_starts_ray_with_token_authentication(prepared):
+    """No start command turns Ray's token authentication off; each turns it on, with the token that
+    file_mounts copies from the user's machine (not from the repository: it is never committed)."""
+    commands = [c for key, value in prepared.items() if key.endswith("_commands") for c in value]
+    assert not any(re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?disabled", c, re.IGNORECASE) for c in commands)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in prepared[key] if "ray start" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c for c in starts), key
+    assert prepared["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert not any(Path(p).name == "auth_token" for p in ROOT.rglob("*") if ".venv" not in p.parts)

@@ -4,13 +4,7 @@ comparison end to end through the CLI (budget, paired seeds, MLflow tree, `repor
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -20,8 +14,7 @@ from raysearch.compare.budget import incumbent
 from raysearch.compare.config import comparison_from_dict, load_comparison
 from raysearch.compare.report import PLOTS, read_rows, render, table, write_rows
 from raysearch.schema import ConfigError
-from tests.conftest import TINY
-from tests.helpers import ROOT, assert_pyfunc_predicts, cli, free_port
+from tests.helpers import ROOT, SENTINELS, assert_no_secret, assert_pyfunc_predicts, cli, serve_mlflow
 from tests.browser import ARTIFACTS, chromium, render_page
 
 TINY_SPACE = {"name": "nb201", "channels": 4, "cells_per_stage": 1, "stages": 1}
@@ -186,25 +179,8 @@ def _tree(tracking_uri: str, experiment: str) -> dict:
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1 with a SQLite store in a temporary directory, stopped by
-    its PID (its process group) afterwards."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(folder / "server.log", "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                                   "--workers", "1", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-                                   "--artifacts-destination", str(folder / "artifacts")], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    with serve_mlflow(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -215,10 +191,15 @@ def tiny_run(tmp_path_factory, mlflow_server):
     config = folder / "tiny.yaml"
     config.write_text(yaml.safe_dump(_comparison()))
     out = folder / "out"
-    done = cli("compare", str(config), "--output-dir", str(out), "--tracking-uri", mlflow_server,
-               "--register-model", "tiny-compare-cell", cwd=ROOT)
+    # credentials in the URI (this server ignores them) and a Ray token of our own: neither may appear in
+    # anything the comparison writes or prints
+    url = mlflow_server.url.replace("http://", f"http://raysearch:{SENTINELS['password']}@")
+    done = cli("compare", str(config), "--output-dir", str(out), "--tracking-uri", url,
+               "--register-model", "tiny-compare-cell", cwd=ROOT, env={"RAY_AUTH_TOKEN": SENTINELS["token"]})
     assert done.returncode == 0, done.stderr[-3000:]
-    return out, done, mlflow_server
+    assert f"MLflow {mlflow_server.url}" in done.stdout
+    assert_no_secret(done.stdout + done.stderr, out, mlflow_server.folder)
+    return out, done, mlflow_server.url
 
 
 def test_compare_end_to_end_and_report(tiny_run):

@@ -127,7 +127,7 @@ def test_resume_in_the_second_stage_continues_identically(digits):
     expected = _steps(a, digits, 5, 2)
     b = _drnas()
     buffer.seek(0)
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(torch.load(buffer, weights_only=True))
     assert _steps(b, digits, 5, 2) == expected
     assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
 

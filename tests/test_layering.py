@@ -86,7 +86,7 @@ def test_schema_is_a_leaf_of_the_standard_library_and_yaml():
 
 
 def test_the_ray_worker_set_up_hook_loads_only_the_standard_library():
-    """Every Ray worker process runs it first (raysearch.runner.start_ray), helper actors included."""
+    """Every Ray worker process runs it first (raysearch.ray_session.start_ray), helper actors included."""
     assert _loads("raysearch.worker_logs") <= set(sys.stdlib_module_names) | {"raysearch", "__future__"}
 
 

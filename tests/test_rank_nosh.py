@@ -43,10 +43,12 @@ def held_out(n: int = 300, seed: int = 123) -> list[dict]:
     return [JOINT.sample(rng) for _ in range(n)]
 
 
-def train_loop(nosh: RankNosh) -> dict[int, list[int]]:
-    """Trains (one epoch at a time) whatever the pyramid asks for; returns each member's epoch sequence."""
-    seen: dict[int, list[int]] = {}
-    while True:
+def train_loop(nosh: RankNosh, seen: dict[int, list[int]] | None = None, steps: int | None = None) -> dict[int, list[int]]:
+    """Trains (one epoch at a time) whatever the pyramid asks for, `steps` epochs or to the end; returns each
+    member's epoch sequence (`seen`: those of members handed out before)."""
+    seen = {} if seen is None else {i: list(e) for i, e in seen.items()}
+    while steps is None or steps > 0:
+        steps = None if steps is None else steps - 1
         while (taken := nosh.take()) is not None:
             seen[taken[0]] = []
         runnable = [i for i in seen if nosh.runnable(i)]
@@ -57,6 +59,7 @@ def train_loop(nosh: RankNosh) -> dict[int, list[int]]:
         epochs = nosh.members[index].epochs + 1  # continues where it paused: never restarts
         seen[index].append(epochs)
         nosh.record(index, epochs, accuracy(nosh.members[index].config, epochs))
+    return seen
 
 
 def nosh(budget: int = 80, seed: int = 0, proxy: int = 30, **kwargs) -> RankNosh:
@@ -189,3 +192,21 @@ def test_the_first_round_is_a_uniform_sample_of_the_joint_space():
     first = [search.take()[1] for _ in range(6)]
     rng = random.Random(7)
     assert first == [JOINT.sample(rng) for _ in range(6)]
+
+
+def test_a_pyramid_saved_midway_and_loaded_makes_the_same_decisions(tmp_path):
+    """The searcher's state file holds plain values and tensors (read with weights_only=True): a pyramid
+    saved midway and loaded into a fresh one of the same config continues as the straight run."""
+    from raysearch.baselines.state import load_state, save_state
+
+    straight = nosh(budget=40)
+    expected = train_loop(straight)
+    first = nosh(budget=40)
+    seen = train_loop(first, steps=10)
+    save_state(str(tmp_path / "state.pt"), first.state_dict())
+    second = nosh(budget=40)
+    assert second.committed < first.committed
+    second.load_state_dict(load_state(str(tmp_path / "state.pt")))
+    assert train_loop(second, seen) == expected
+    assert [(m.config, m.epochs, m.scores) for m in second.members] == [
+        (m.config, m.epochs, m.scores) for m in straight.members]

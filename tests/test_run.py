@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 import raysearch
-from raysearch.runner import start_ray
+from raysearch.ray_session import start_ray, stop_ray
 from raysearch.search import SearchLoop
 from tests.conftest import TINY, tiny_config
 from tests.helpers import KillOnce, assert_pyfunc_predicts, free_port
@@ -120,7 +120,7 @@ def test_killed_search_trial_resumes_from_its_checkpoint(tmp_path, ray_session, 
     finally:
         torch.set_num_threads(threads)
     with result.checkpoint.as_directory() as folder:
-        state = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+        state = torch.load(os.path.join(folder, STATE_FILE), weights_only=True)
     for name, tensor in straight.algorithm.enc.state_dict().items():
         assert torch.equal(state["algorithm"]["encodings"][name], tensor), name
 
@@ -186,9 +186,8 @@ def _start_and_stop_at(tmp_path, config: str, line_prefix: str, stop, after: int
     starting with `line_prefix`."""
     import threading
 
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "run", config, "--output-dir", "out"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL, start_new_session=True)
     watchdog = threading.Timer(300, lambda: os.killpg(driver.pid, signal.SIGKILL))
     watchdog.start()
@@ -271,16 +270,63 @@ def _threads(config):
     tune.report({"threads": torch.get_num_threads()})
 
 
-def test_a_trial_computes_with_as_many_threads_as_it_has_cpus(tmp_path):
+def test_a_trial_computes_with_as_many_threads_as_it_has_cpus_on_a_private_authenticated_ray(tmp_path):
     """A 1-CPU trial on this 2-CPU machine: its process loaded torch (with the trainable's module) before
     Ray set OMP_NUM_THREADS, so without set_up_trial it computes with 2 threads, as does the trial
-    beside it, and both run several times slower."""
+    beside it, and both run several times slower.
+
+    The local Ray that raysearch starts is private, as read from the running cluster: every port its
+    processes listen on is a loopback one, and its GCS refuses a client without the token."""
     import ray
 
     assert start_ray(tiny_config(ray={"num_cpus": 2}), None)
     try:
+        gcs = ray.get_runtime_context().gcs_address
+        listening = _listening()
         grid = tune.Tuner(tune.with_resources(_threads, {"cpu": 1}),
                           run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+        anonymous = _cli_python(f"from ray._raylet import GcsClient; GcsClient(address={gcs!r})",
+                                RAY_AUTH_MODE="disabled", HOME=str(tmp_path))
     finally:
-        ray.shutdown()
+        stop_ray()
     assert grid[0].metrics["threads"] == 1
+    assert gcs.startswith("127.0.0.1:") and len(listening) >= 3 and all(a.is_loopback for a in listening), listening
+    assert anonymous.returncode != 0 and "AuthenticationError" in anonymous.stderr, anonymous.stderr[-2000:]
+
+
+def _listening() -> list:
+    """The addresses this process and its descendants (the local Ray's GCS, raylet, agents and workers)
+    listen on, read from /proc."""
+    import ipaddress
+
+    pids, todo = {os.getpid()}, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                children = {int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()}
+            except OSError:
+                continue
+            todo += children - pids
+            pids |= children
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:  # a process that ended meanwhile
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    out = []
+    for table, words in (("/proc/net/tcp", 1), ("/proc/net/tcp6", 4)):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN; the address in little-endian 32-bit words
+                raw = bytes.fromhex(fields[1].split(":")[0])
+                address = ipaddress.ip_address(b"".join(raw[4 * w:4 * w + 4][::-1] for w in range(words)))
+                out.append(getattr(address, "ipv4_mapped", None) or address)
+    return out
+
+
+def _cli_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **env})

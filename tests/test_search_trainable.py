@@ -47,7 +47,7 @@ def test_the_search_runs_its_next_epoch_while_the_trial_reports_the_last_and_no_
             overlapped.append(loop.train.consumed > metrics["epoch"] * per_epoch)
             time.sleep(1.0)  # time to end the next epoch; the one after must wait for this report
             ahead.append(loop.train.consumed <= (metrics["epoch"] + 1) * per_epoch)
-        reported.append((metrics["epoch"], torch.load(io.BytesIO(state), weights_only=False), files))
+        reported.append((metrics["epoch"], torch.load(io.BytesIO(state), weights_only=True), files))
 
     monkeypatch.setattr(search_trial, "report", report)
     search_trial.run_and_report(loop)

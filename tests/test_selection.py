@@ -96,7 +96,7 @@ def test_resume_mid_selection_continues_identically(digits, algorithm):
     expected = [a.run_epoch() for _ in range(2)]
     b = _loop(config, digits)
     buffer.seek(0)
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(torch.load(buffer, weights_only=True))
     assert [b.run_epoch() for _ in range(2)] == expected
     assert b.algorithm.derive().genotype == a.algorithm.derive().genotype
 

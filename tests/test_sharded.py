@@ -116,7 +116,7 @@ def ranks(tmp_path_factory):
     """Every case run once by two gloo ranks: [rank 0 results, rank 1 results]."""
     out = tmp_path_factory.mktemp("ranks")
     mp.spawn(_worker, args=(free_port(), str(out)), nprocs=2, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 @pytest.fixture(scope="module")

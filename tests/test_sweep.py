@@ -386,9 +386,8 @@ def _await_state_snapshot(run_dir: Path, since: float, timeout: float = 60) -> N
 def _sweep_and_kill(tmp_path, after: int):
     """Start `raysearch sweep` in its own process group and SIGKILL the group once `after` epoch lines
     are out and Tune has stored them; Ray's processes share the group, so none outlives the driver."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "sweep", "sweep.yaml", "--output-dir", "out"],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               stdin=subprocess.DEVNULL, start_new_session=True)
     watchdog = threading.Timer(300, lambda: os.killpg(driver.pid, signal.SIGKILL))
     watchdog.start()

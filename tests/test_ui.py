@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -47,7 +46,7 @@ def test_ui_serves_a_runs_own_store_and_stops_it_on_ctrl_c(tmp_path):
     port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "raysearch.cli", "ui", str(tmp_path), "--port", str(port)], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                          start_new_session=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+                          start_new_session=True)
     try:
         line = ui.stdout.readline()  # printed once the UI listens
         assert line.startswith(f"raysearch: MLflow UI at http://127.0.0.1:{port}/#/experiments/{tracker.experiment_id}"

@@ -34,7 +34,13 @@ def checkpoint_state() -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / STATE_FILE, weights_only=False, map_location="cpu")
+        return read_state(folder)
+
+
+def read_state(folder) -> dict:
+    """A checkpoint's state: tensors and plain values, read with weights_only=True, so that a state file
+    someone altered in the shared storage cannot run code when a trial restores from it."""
+    return torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
 
 
 def restore(loop) -> None:

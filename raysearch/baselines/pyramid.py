@@ -40,6 +40,7 @@ member whose `runnable()` holds, and reports with `record()` or `fail()`.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -191,6 +192,21 @@ class RankNosh:
 
         beaten = [(a, b) for a in trained for b in failed]
         return {"trained": by(lambda a, b: min(a.level, b.level), trained) + beaten, "proxy": by(lambda a, b: 0, proxy)}
+
+    def state_dict(self) -> dict:
+        """What changes as the pyramid runs, in types `torch.load(weights_only=True)` reads (no pickled
+        objects: loading it runs no code); the space, levels and budget come from the config."""
+        return {"members": [dataclasses.asdict(m) for m in self.members], "queue": list(self.queue),
+                "committed": self.committed, "rounds": self.rounds, "finished": self.finished,
+                "proxy_agreement": self.proxy_agreement, "rng": self.rng.getstate(),
+                "ranker": self.ranker.net.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.members = [Member(**m) for m in state["members"]]
+        self.queue, self.committed, self.rounds = list(state["queue"]), state["committed"], state["rounds"]
+        self.finished, self.proxy_agreement = state["finished"], state["proxy_agreement"]
+        self.rng.setstate(state["rng"])
+        self.ranker.net.load_state_dict(state["ranker"])
 
     def level_sizes(self) -> list[int]:
         """How many live members completed each level (level 1 first)."""

@@ -8,13 +8,12 @@ reaches it through the controller, as Ray's HyperBandForBOHB reaches TuneBOHB.
 
 from __future__ import annotations
 
-import pickle
-
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from raysearch.baselines.pyramid import RankNosh
+from raysearch.baselines.state import load_state, save_state
 from raysearch.training import DIVERGED
 
 
@@ -56,12 +55,12 @@ class RankNoshSearcher(Searcher):
             self.nosh.fail(self.members[trial_id], int((result or {}).get("epoch", 0)))
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump((self.nosh, self.members), f)
+        save_state(checkpoint_path, {"nosh": self.nosh.state_dict(), "members": self.members})
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.nosh, self.members = pickle.load(f)
+        state = load_state(checkpoint_path)
+        self.nosh.load_state_dict(state["nosh"])
+        self.members = dict(state["members"])
 
 
 class RankNoshScheduler(FIFOScheduler):

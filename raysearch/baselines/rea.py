@@ -10,11 +10,11 @@ worst, which is what "regularized" means. Failed trials never join it.
 from __future__ import annotations
 
 import collections
-import pickle
 import random
 
 from ray.tune.search import Searcher
 
+from raysearch.baselines.state import load_state, save_state
 from raysearch.joint import JointSpace
 
 
@@ -49,9 +49,11 @@ class RegularizedEvolution(Searcher):
         self.population.append((config, float(score)))
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        save_state(checkpoint_path, {"rng": self.rng.getstate(), "population": list(self.population),
+                                     "suggested": self.suggested, "live": self.live})
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+        state = load_state(checkpoint_path)
+        self.rng.setstate(state["rng"])
+        self.population = collections.deque((tuple(m) for m in state["population"]), maxlen=self.population_size)
+        self.suggested, self.live = state["suggested"], dict(state["live"])

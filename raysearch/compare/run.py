@@ -37,9 +37,10 @@ from raysearch.phases import RunFailed, RunInterrupted
 from raysearch.preflight import check_cluster, check_config
 from raysearch.product import keep_model
 from raysearch.results import write_results
-from raysearch.runner import RunDirError, start_ray
+from raysearch.ray_session import start_ray, stop_ray
+from raysearch.runner import RunDirError
 from raysearch.spaces import build_space
-from raysearch.tracking import Tracker, default_uri, flatten
+from raysearch.tracking import Tracker, adopt_credentials, default_uri, flatten
 from raysearch.ui import share_view
 from trainables.common import read_json
 from trainables.search import DERIVED_FILE
@@ -114,6 +115,7 @@ def _preflight(comparison: Comparison, address: str | None) -> None:
 def compare(comparison: Comparison, output_dir=None, tracking_uri: str | None = None,
             address: str | None = None) -> ComparisonSummary:
     """Run every method x seed of `comparison`; every result lands in the run directory and MLflow."""
+    tracking_uri = adopt_credentials(tracking_uri)
     _preflight(comparison, address)
     run_dir = Path(output_dir or Path("runs") / f"{comparison.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     if (run_dir / STATE_FILE).exists():
@@ -193,9 +195,7 @@ def _execute(comparison: Comparison, run_dir: Path, tracker: Tracker, address: s
         tracker.end_open_children(status)
         tracker.end(tracker.parent_run_id, status)
         if started:
-            import ray
-
-            ray.shutdown()
+            stop_ray()
 
 
 def _cell_tags(method: str, seed_index: int) -> dict[str, str]:

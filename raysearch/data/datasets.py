@@ -80,11 +80,34 @@ _CIFAR = {
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """The official archives' pickles hold dicts, lists, strings and numpy arrays; anything else a file
+    names (os.system, a class whose construction runs code) is refused before it is looked up, so a
+    crafted batch cannot run code (Python's "restricting globals")."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never does")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path):
+    """A CIFAR file's content, or DatasetNotFoundError when it is not one (refused without running it)."""
+    with open(path, "rb") as f:
+        try:
+            return _ArrayUnpickler(f, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+            raise DatasetNotFoundError(f"{path} is not a file of the CIFAR python archive ({err}); not loaded") from None
+
+
 def _read_cifar_batches(folder: Path, files, label_key):
     xs, ys = [], []
     for name in files:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+        batch = _unpickle(folder / name)
         xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch[label_key], dtype=np.int64))
     x = torch.from_numpy(np.concatenate(xs)).float().div_(255.0)
@@ -134,9 +157,8 @@ def _cifar_classes(folder: Path, meta: str, key: str, count: int) -> tuple[str, 
     """The class names of the archive's meta file; None (labels "0", "1", ...) when it is missing or
     does not name `count` classes."""
     try:
-        with open(folder / meta, "rb") as f:
-            names = pickle.load(f, encoding="latin1")[key]
-    except (OSError, KeyError, pickle.UnpicklingError, EOFError, TypeError):
+        names = _unpickle(folder / meta)[key]
+    except (OSError, KeyError, TypeError, DatasetNotFoundError):
         return None
     return tuple(map(str, names)) if len(names) == count else None
 
