@@ -133,7 +133,7 @@ def main() -> None:
                     if ray is None:  # one local Ray for every baseline, started as `raysearch run` starts it
                         import ray
 
-                        from raysearch.runner import start_ray
+                        from raysearch.ray_session import start_ray
 
                         start_ray(config, None)
                     seconds, genotype, test = baseline(config, scratch / f"{name}-{seed}")
