@@ -67,6 +67,14 @@ def assert_no_secret(console: str, *folders: Path) -> None:
             assert not leaks, f"the {name} is in {leaks}"
 
 
+def wait_for_port(port: int, process: subprocess.Popen, why, seconds: float = 120) -> None:
+    """Until something listens on 127.0.0.1:`port`; fails with why() if `process` ends or time runs out."""
+    deadline = time.monotonic() + seconds
+    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        assert process.poll() is None and time.monotonic() < deadline, why()
+        time.sleep(0.5)
+
+
 @contextmanager
 def serve_mlflow(folder: Path, *args: str, env: dict | None = None):
     """A real MLflow tracking server on 127.0.0.1 with a SQLite store in `folder` (`args`: more options,
@@ -79,10 +87,7 @@ def serve_mlflow(folder: Path, *args: str, env: dict | None = None):
                                    "--artifacts-destination", str(folder / "artifacts"), *args], env=env, stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert server.poll() is None and time.monotonic() < deadline, (folder / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
+        wait_for_port(port, server, lambda: (folder / "server.log").read_text()[-2000:])
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", folder=folder)
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -12,7 +12,6 @@ import pickle
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import yaml
 
 from raysearch.schema import ConfigError
 from tests.conftest import TINY, tiny_config
-from tests.helpers import ROOT, SENTINELS, assert_no_secret, cli, free_port, serve_mlflow, write_cifar
+from tests.helpers import ROOT, SENTINELS, assert_no_secret, cli, free_port, serve_mlflow, wait_for_port, write_cifar
 
 NO_TOKEN = {"RAY_AUTH_TOKEN": None, "RAY_AUTH_TOKEN_PATH": None, "RAY_AUTH_MODE": None}
 # the test's head runs in Ray's single-node mode, on 127.0.0.1 only: a driver joining it must be in that mode
@@ -187,10 +186,7 @@ def token_cluster():
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not start"
-            time.sleep(0.5)
+        wait_for_port(port, head, lambda: "the Ray head did not start")
         yield f"127.0.0.1:{port}", token
     finally:
         os.killpg(head.pid, signal.SIGTERM)
