@@ -113,17 +113,25 @@ class PairPolicy(nn.Module):
         return self.logits.flatten().softmax(0).view_as(self.logits)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One pair per image by Gumbel-max: argmax(log p + g) is an exact draw from p.
+    def sample(self, n: int, generator: torch.Generator,
+               temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair per image. `temperature` None: exact draws from p, by Gumbel-max (argmax(log p + g)
+        per image). A temperature T: as DHA's code, one Gumbel-softmax matrix softmax((log p + g) / T) per
+        call, from which every image draws its pair (so the images of a batch share one perturbation).
 
         Returns (pairs [n, 2], index [n] into the flattened matrix), both on the CPU:
-        noise and argmax both run there, so every rank with the same generator
+        noise and draws both run there, so every rank with the same generator
         state gets the same pairs bit for bit whatever device the logits are on.
         """
         log_p = self.logits.detach().flatten().cpu().log_softmax(0)
+        rows = n if temperature is None else 1
         # -log(-log u) with u in [0, 1) is never +inf (u = 0 gives -inf: that pair is just not picked)
-        gumbel = torch.rand(n, log_p.numel(), generator=generator).log_().neg_().log_().neg_()
-        index = (log_p + gumbel).argmax(1)
+        gumbel = torch.rand(rows, log_p.numel(), generator=generator).log_().neg_().log_().neg_()
+        if temperature is None:
+            index = (log_p + gumbel).argmax(1)
+        else:
+            relaxed = ((log_p + gumbel[0]) / temperature).softmax(0)
+            index = torch.multinomial(relaxed, n, replacement=True, generator=generator)
         k = self.logits.shape[1]
         return torch.stack([index // k, index % k], 1), index
 

@@ -153,18 +153,18 @@ def lasso_ista(A: torch.Tensor, b: torch.Tensor, lam: float = 1e-5, iterations: 
 
 
 def top_support(x: torch.Tensor, rows: int, keep: int, allowed: torch.Tensor) -> torch.Tensor:
-    """The support of a group's recovered x ([rows * ops], row-major): the `keep` largest |x| among the
-    `allowed` entries, at most one per row (a cell keeps one op per kept edge). Ties break by index,
-    so every rank picks the same support."""
-    order = sorted(range(len(x)), key=lambda i: (-abs(float(x[i])), i))
+    """The support of a group's recovered x ([rows * ops], row-major), by DHA's rule: per row the op of
+    largest signed x among the `allowed` ones, then the `keep` rows whose op is largest (a cell keeps one
+    op per kept edge). Signed, not |x|: an op whose weight went strongly negative is one the loss pushed
+    out, not a strong one. Ties break by index, so every rank picks the same support."""
     ops = len(x) // rows
-    chosen, used = [], set()
-    for i in order:
-        if allowed[i] and i // ops not in used:
-            chosen.append(i)
-            used.add(i // ops)
-            if len(chosen) == keep:
-                break
+    best = []  # (value, row, index) of every row's best allowed op
+    for row in range(rows):
+        candidates = [i for i in range(row * ops, (row + 1) * ops) if allowed[i]]
+        if candidates:
+            i = max(candidates, key=lambda j: (float(x[j]), -j))
+            best.append((float(x[i]), row, i))
+    chosen = [i for _, _, i in sorted(best, key=lambda b: (-b[0], b[1]))[:keep]]
     support = torch.zeros(len(x), dtype=torch.bool)
     support[chosen] = True
     return support

@@ -23,6 +23,18 @@ def planned_epochs(config: ExperimentConfig) -> int:
     return config.search.epochs + extra
 
 
+def search_data(options, splits: Splits, batch_size: int) -> tuple[tuple, tuple]:
+    """(train, val) a search steps on: search-train and search-val, or, for a search that trains its weights
+    on all the training data (`train_data: all`, DHA as its authors run it), search-train + search-val and,
+    for its hyper-steps, the last `hyper_fraction` of it, at least one batch (a slice of the training data,
+    as the reference's)."""
+    if getattr(options, "train_data", "search_train") == "search_train":
+        return splits.train, splits.val
+    x, y = splits.train_and_val()
+    n = min(max(round(len(x) * options.hyper_fraction), batch_size), len(x))
+    return (x, y), (x[-n:], y[-n:])
+
+
 class SearchLoop:
     """Runs a search epoch by epoch, then its selection's epochs; its state is the algorithm's,
     the streams' and the epoch, the same on every rank of a sharded search (`dist`), where each rank
@@ -33,8 +45,9 @@ class SearchLoop:
         self.algorithm, self.splits, self.search_epochs, self.device = algorithm, splits, epochs, device
         self.dist = dist
         shard = (dist.rank, dist.world_size)
-        self.train = BatchStream(*splits.train, batch_size, seed, shard)
-        self.val = BatchStream(*splits.val, batch_size, seed + 1, shard)
+        train, val = search_data(getattr(algorithm, "options", None), splits, batch_size)
+        self.train = BatchStream(*train, batch_size, seed, shard)
+        self.val = BatchStream(*val, batch_size, seed + 1, shard)
         self.epoch = 0
         self.history: list[dict[str, list]] = []  # encoding probabilities after each epoch
         self.model = None  # a final-model search's fixed network as of the last epoch (what it tested)
@@ -44,7 +57,7 @@ class SearchLoop:
     def from_config(cls, config: ExperimentConfig, splits: Splits, device=torch.device("cpu"),
                     dist=LOCAL) -> "SearchLoop":
         search = config.search
-        steps_per_epoch = len(splits.train[0]) // search.batch_size
+        steps_per_epoch = len(search_data(search.options, splits, search.batch_size)[0][0]) // search.batch_size
         algorithm = ALGORITHMS[search.algorithm].build(
             build_space(config.space, splits.shape), search.options, config.training,
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,

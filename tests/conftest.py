@@ -20,6 +20,15 @@ TINY = {
 }
 
 
+def space_for(algorithm: str, section: dict | None = None) -> dict:
+    """TINY's space section (or `section`) as `algorithm` needs it: DHA's ISTA codes need a batch norm after
+    every op (`op_norm`, in the spaces that have it)."""
+    section = dict(TINY["space"] if section is None else section)
+    if algorithm == "dha" and section["name"] != "mbconv":
+        section["op_norm"] = True
+    return section
+
+
 def tiny_config(**sections):
     """TINY with sections replaced/extended, e.g. tiny_config(search={"epochs": 3})."""
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
@@ -55,8 +64,8 @@ TINY_SPACES = {
 }
 
 
-def tiny_space(name: str, data=None):
+def tiny_space(name: str, data=None, **options):
     from raysearch.spaces import SPACES
 
     entry = SPACES[name]
-    return entry.build(entry.config_type(**TINY_SPACES[name]), data)
+    return entry.build(entry.config_type(**{**TINY_SPACES[name], **options}), data)

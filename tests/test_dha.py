@@ -21,10 +21,10 @@ from tests.helpers import cli as _cli
 SHAPE = DataShape(1, 8, 10, mean=(0.3,), std=(0.37,))
 
 
-def _dha(space_name="nb201", **options):
+def _dha(space_name="nb201", space=None, **options):
     entry = ALGORITHMS["dha"]
-    return entry.build(tiny_space(space_name, SHAPE), entry.config_type(**options), TrainingConfig(),
-                       total_steps=8, seed=0, steps_per_epoch=2)
+    return entry.build(tiny_space(space_name, SHAPE, **(space or {})), entry.config_type(**options),
+                       TrainingConfig(), total_steps=8, seed=0, steps_per_epoch=2)
 
 
 def _batch(digits, i, n=16):
@@ -40,7 +40,14 @@ def test_lasso_by_ista_recovers_a_sparse_vector_from_few_measurements():
     x = lasso_ista(A, A @ truth, lam=1e-5)
     assert torch.allclose(x.float(), truth, atol=1e-4)
     support = top_support(x, rows=4, keep=2, allowed=torch.ones(20, dtype=torch.bool))
-    assert support.nonzero().flatten().tolist() == [3, 14]
+    assert support[3] and not support[14], "the op the loss pushed negative is not kept"
+
+
+def test_the_support_takes_each_rows_largest_signed_x_then_the_strongest_rows_as_dha_derives():
+    # 3 rows x 3 ops: row 1's -0.9 is the largest |x|, the op the loss pushed out, not the strongest
+    x = torch.tensor([0.5, 0.1, 0.0, -0.9, 0.2, 0.0, 0.3, 0.0, 0.4])
+    support = top_support(x, rows=3, keep=2, allowed=torch.ones(9, dtype=torch.bool))
+    assert support.nonzero().flatten().tolist() == [0, 8]
 
 
 def test_the_support_keeps_one_op_per_row_and_never_an_excluded_op():
@@ -74,7 +81,7 @@ def test_a_node_freezes_once_its_recovered_architecture_stops_moving():
     assert not ista.frozen.any(), "the first recovery never freezes"
     with torch.no_grad():
         ista.codes[0].add_(0.5)  # node 0 of the normal cell moves; the others keep their codes
-    assert ista.recover() == len(ista.groups) - 1 and not ista.frozen[0]
+    assert ista.recover()["frozen_nodes"] == len(ista.groups) - 1 and not ista.frozen[0]
     frozen_support = ista.support1.clone()
     with torch.no_grad():
         ista.codes[1].add_(5.0)  # a frozen node's code moving no longer changes its architecture
@@ -166,7 +173,7 @@ def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path):
     generated CIFAR-10 tree, scaled down in size only: it runs on a CPU unchanged."""
     write_cifar(tmp_path / "data", "cifar10", n_train=80)  # 5 files: 360 search-train, 40 search-val images
     small = {"data.root": str(tmp_path / "data"), "search.epochs": 2, "search.batch_size": 32,
-             "space.channels": 4, "space.layers": 3, "ray.cpus_per_trial": 1}
+             "space.channels": 4, "space.layers": 3, "ray.cpus_per_trial": 1, "search.hyper_fraction": 0.1}
     args = [a for key, value in small.items() for a in ("--set", f"{key}={value}")]
     proc = _cli("run", str(ROOT / "configs" / "dha_darts_cifar10.yaml"), *args, "--output-dir", "out", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -212,9 +219,10 @@ def test_dha_through_the_cli_tests_its_searched_model_and_saves_it(tmp_path):
 def _loop(digits, algorithm, **search):
     from raysearch.config import from_dict
     from raysearch.search import SearchLoop
-    from tests.conftest import TINY
+    from tests.conftest import TINY, space_for
 
-    config = from_dict({**TINY, "search": {"algorithm": algorithm, "epochs": 2, "batch_size": 64, **search}})
+    config = from_dict({**TINY, "space": space_for(algorithm),
+                        "search": {"algorithm": algorithm, "epochs": 2, "batch_size": 64, **search}})
     return SearchLoop.from_config(config, digits)
 
 

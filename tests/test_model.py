@@ -19,14 +19,14 @@ from raysearch.model import (ModelCard, ModelFileError, ModelNotFoundError, buil
 from raysearch.search import SearchLoop
 from raysearch.spaces import SPACES
 from raysearch.spaces.fixed import recalibrate_batch_norm
-from tests.conftest import TINY, TINY_SPACES, tiny_config
+from tests.conftest import TINY, TINY_SPACES, space_for, tiny_config
 
 EXPORT_ATOL = 1e-4  # logits of an exported model against eager, on a batch of 5 (float32, reordered sums)
 
 
 def _model(space: str, digits, tmp_path, algorithm: str = "dha"):
     """A DHA search of one epoch on a tiny `space`: its fixed network saved as a run's model folder."""
-    config = from_dict({**TINY, "space": {"name": space, **TINY_SPACES[space]},
+    config = from_dict({**TINY, "space": space_for(algorithm, {"name": space, **TINY_SPACES[space]}),
                         "search": {"algorithm": algorithm, "epochs": 1, "batch_size": 64}})
     loop = SearchLoop.from_config(config, digits)
     metrics = loop.run_epoch()

@@ -20,7 +20,7 @@ from raysearch.data.splits import Splits
 from raysearch.distributed import LOCAL, SyncBatchNorm2d, TorchDistributed
 from raysearch.search import SearchLoop
 from raysearch.spaces import DataShape
-from tests.conftest import TINY
+from tests.conftest import TINY, space_for
 from tests.helpers import free_port
 
 BATCH, EPOCHS = 16, 2
@@ -39,7 +39,8 @@ RESUMED = "gdas"  # the case also checkpointed by the 2 workers and resumed by 1
 
 def _config(case: str, batch_norm: str = "synchronized"):
     algorithm, options = CASES[case]
-    return from_dict({**TINY, "search": {"algorithm": algorithm, "epochs": EPOCHS, "batch_size": BATCH, **options},
+    return from_dict({**TINY, "space": space_for(algorithm),
+                      "search": {"algorithm": algorithm, "epochs": EPOCHS, "batch_size": BATCH, **options},
                       "ray": {"workers": 2, "batch_norm": batch_norm}})
 
 

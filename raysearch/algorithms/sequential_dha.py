@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from raysearch.algorithms.base import SearchAlgorithm, SearchResult
-from raysearch.algorithms.dha import DHA, POLICY, DHAConfig
+from raysearch.algorithms.dha import DHA, POLICY, TRAIN_DATA, DHAConfig
 from raysearch.algorithms.table import ARCHITECTURE_SEARCHES
 from raysearch.distributed import LOCAL
 from raysearch.schema import ConfigError, build, spec
@@ -28,6 +28,10 @@ class SequentialDHAConfig(DHAConfig):
     architecture_search: str = spec("autohas", choices=ARCHITECTURE_SEARCHES)  # the first stage's algorithm
     architecture_options: tuple[str, ...] | None = None  # its options as FIELD=VALUE (e.g. arch_lr=0.01); null: defaults
     architecture_share: float = spec(0.5, gt=0.0, lt=1.0)  # share of search.epochs the first stage runs (>= 1)
+    train_data: str = spec("search_train", choices=TRAIN_DATA)  # the first stage's search needs search-val held apart
+
+    def check_space(self, space) -> None:
+        """No ISTA codes here: the first stage searches, the second trains a fixed cell."""
 
     def check(self, search) -> None:
         if not self.search_arch or self.genotype is not None:

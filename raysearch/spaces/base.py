@@ -75,8 +75,9 @@ class Space(ABC):
     def to_choices(self, genotype) -> dict[str, str]: ...
 
     def node_groups(self) -> list[tuple[str, tuple[int, ...], int]]:
-        """(encoding, rows of a node's incoming edges, how many the node keeps) for spaces whose
-        derivation also picks a topology; empty when every row is kept (NB201, MBConv)."""
+        """(encoding, rows of a node's incoming edges, how many the node keeps): fewer than its rows where
+        the derivation also picks a topology (DARTS), all of them in NB201; empty for spaces without nodes
+        (MBConv)."""
         return []
 
     @abstractmethod

@@ -20,7 +20,7 @@ from torch import nn
 from raysearch.schema import spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
 from raysearch.spaces.mixed import Edge
-from raysearch.spaces.ops import OPS, FactorizedReduce, ReLUConvBN
+from raysearch.spaces.ops import OPS, FactorizedReduce, ReLUConvBN, normed_op
 
 OP_NAMES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -109,7 +109,8 @@ class Cell(nn.Module):
     weights); a fixed cell holds the genotype's 8 edges with one op each.
     """
 
-    def __init__(self, edges, concat, c_pp, c_p, c, reduction, reduction_prev, affine, track, partial=1):
+    def __init__(self, edges, concat, c_pp, c_p, c, reduction, reduction_prev, affine, track, partial=1,
+                 op_norm=False):
         super().__init__()
         self.pre0 = (FactorizedReduce(c_pp, c, 2, affine, track) if reduction_prev
                      else ReLUConvBN(c_pp, c, 1, 1, 0, affine, track))
@@ -118,11 +119,13 @@ class Cell(nn.Module):
         self.routes = tuple((node, src) for node, src, _ in edges)
         strides = [2 if reduction and src < 2 else 1 for _, src, _ in edges]
         self.edges = nn.ModuleList(
-            Edge([self._op(name, c // partial, stride, affine, track) for name in names], partial, stride)
+            Edge([self._op(name, c // partial, stride, affine, track, op_norm) for name in names], partial, stride)
             for (_, _, names), stride in zip(edges, strides))
 
     @staticmethod
-    def _op(name, c, stride, affine, track):
+    def _op(name, c, stride, affine, track, op_norm):
+        if op_norm:
+            return normed_op(name, c, stride, affine, track, True)
         op = OPS[name](c, c, stride, affine, track)
         # DARTS appends a non-affine BN to pooling in the supernet, so its scale matches the convs'.
         if "pool" in name and not affine:
@@ -147,7 +150,8 @@ class DartsNetwork(nn.Module):
     `cells` gives the (edges, concat) of the normal and of the reduction cell.
     """
 
-    def __init__(self, channels, layers, stem_multiplier, in_channels, num_classes, cells, affine, track, partial=1):
+    def __init__(self, channels, layers, stem_multiplier, in_channels, num_classes, cells, affine, track, partial=1,
+                 op_norm=False):
         super().__init__()
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
@@ -159,7 +163,7 @@ class DartsNetwork(nn.Module):
             c_curr *= 2 if reduction else 1
             edges, concat = cells["reduce" if reduction else "normal"]
             self.cells.append(Cell(edges, concat, c_pp, c_p, c_curr, reduction, reduction_prev, affine, track,
-                                   partial))
+                                   partial, op_norm))
             c_pp, c_p, reduction_prev = c_p, len(concat) * c_curr, reduction
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.classifier = nn.Linear(c_p, num_classes)
@@ -186,6 +190,7 @@ class DartsSpaceConfig:
     channels: int = spec(16, ge=1)  # initial width C (DARTS search: 16)
     layers: int = spec(8, ge=3)  # cells, reductions at layers//3 and 2*layers//3 (DARTS search: 8)
     stem_multiplier: int = spec(3, ge=1)  # stem width = this x C (DARTS: 3)
+    op_norm: bool = False  # a batch norm after every op that lacks one (skip, pools), in the supernet and the network (ISTA-NAS, DHA)
 
 
 class DartsSpace(Space):
@@ -206,7 +211,7 @@ class DartsSpace(Space):
         if o.channels % partial:
             raise ValueError(f"space.channels={o.channels} is not divisible into {partial} partial-channel slices")
         return DartsNetwork(o.channels, o.layers, o.stem_multiplier, self.data.in_channels, self.data.num_classes,
-                            cells, affine, track, partial)
+                            cells, affine, track, partial, o.op_norm)
 
     def supernet(self, partial: int = 1, affine: bool = False) -> DartsNetwork:
         full = ([(node, src, self.op_names) for node, src in EDGES], CONCAT)

@@ -12,7 +12,7 @@ from torch import nn
 from raysearch.schema import ConfigError, spec
 from raysearch.spaces.base import GenotypeError, Space, one_hot_rows
 from raysearch.spaces.mixed import Edge
-from raysearch.spaces.ops import OPS, ReLUConvBN
+from raysearch.spaces.ops import ReLUConvBN, normed_op
 
 ENCODING = "cell"  # the one architecture encoding: the op of each edge, shared by all cells
 OP_NAMES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -84,11 +84,11 @@ class NB201Genotype:
 class Cell(nn.Module):
     """Node i = sum_{j<i} edge_ij(node j); the output is node 3."""
 
-    def __init__(self, channels: int, candidates, affine: bool, track: bool, partial: int = 1):
+    def __init__(self, channels: int, candidates, affine: bool, track: bool, partial: int = 1, op_norm: bool = False):
         super().__init__()
         c = channels // partial
         self.edges = nn.ModuleList(
-            Edge([OPS[name](c, c, 1, affine, track) for name in names], partial) for names in candidates)
+            Edge([normed_op(name, c, 1, affine, track, op_norm) for name in names], partial) for names in candidates)
 
     def forward(self, x, weights=None, active: list[int] | None = None):
         nodes = [x]
@@ -132,6 +132,7 @@ class NB201Skeleton:
     num_classes: int  # classifier outputs
     candidates: tuple = field(repr=False)  # op names per edge: all ops (supernet) or one (fixed)
     partial: int = 1  # supernets: 1/partial of each edge's channels go through its ops (PC-DARTS)
+    op_norm: bool = False  # every op ends in a batch norm (the space's `op_norm`)
 
 
 class NB201Network(nn.Module):
@@ -156,7 +157,7 @@ class NB201Network(nn.Module):
             width = c * 2**stage
             if stage:
                 blocks.append(ResidualReduction(width // 2, width, True, track))
-            blocks += [Cell(width, skeleton.candidates, cell_affine, track, skeleton.partial)
+            blocks += [Cell(width, skeleton.candidates, cell_affine, track, skeleton.partial, skeleton.op_norm)
                        for _ in range(skeleton.cells_per_stage)]
         self.blocks = nn.ModuleList(blocks)
         width = c * 2 ** (skeleton.stages - 1)
@@ -189,6 +190,7 @@ class NB201SpaceConfig:
     cells_per_stage: int = spec(5, ge=1)  # cells N per stage (NB201: 5)
     stages: int = spec(3, ge=1, le=3)  # stages at C, 2C, 4C joined by residual reductions (NB201: 3)
     ops: tuple[str, ...] = OP_NAMES  # candidate ops of every edge, e.g. all but none (checked below)
+    op_norm: bool = False  # a batch norm after every op that lacks one (skip, pool), in the supernet and the network (ISTA-NAS, DHA)
 
     def __post_init__(self):
         bad = [op for op in self.ops if op not in OP_NAMES]
@@ -218,7 +220,7 @@ class NB201Space(Space):
         if o.channels % partial:
             raise ValueError(f"space.channels={o.channels} is not divisible into {partial} partial-channel slices")
         return NB201Skeleton(o.channels, o.cells_per_stage, o.stages, self.data.in_channels,
-                             self.data.num_classes, tuple(candidates), partial)
+                             self.data.num_classes, tuple(candidates), partial, o.op_norm)
 
     def supernet(self, partial: int = 1, affine: bool = False) -> NB201Network:
         return NB201Network(self._skeleton([self.op_names] * len(EDGES), partial), cell_affine=affine, track=False)
@@ -228,6 +230,10 @@ class NB201Space(Space):
 
     def derive(self, weights) -> NB201Genotype:
         return NB201Genotype(tuple(self.op_names[k] for k in weights[ENCODING].argmax(-1).tolist()))
+
+    def node_groups(self):
+        """Every node keeps all its incoming edges (one op each)."""
+        return [(ENCODING, tuple(k for k, (dst, _) in enumerate(EDGES) if dst == node), node) for node in (1, 2, 3)]
 
     def derived_weights(self, genotype: NB201Genotype):
         return {ENCODING: one_hot_rows(self.op_names, genotype.ops)}

@@ -177,3 +177,13 @@ OPS = Registry("op", {
     "dil_conv_5x5": lambda c_in, c_out, stride, affine, track: DilConv(c_in, c_out, 5, stride, 4, 2, affine, track),
     **{name: _mbconv(*mbconv_choice(name)) for name in MBCONV_OPS},
 })
+
+
+def normed_op(name: str, c: int, stride: int, affine: bool, track: bool, norm: bool) -> nn.Module:
+    """OPS[name] at width `c`; with `norm`, followed by a batch norm unless it already ends in one (ISTA-NAS's
+    one-stage supernet: every op's output is normalised, the parameter-free ones too, so that how much an
+    op contributes is its mixing weight's doing alone). `none` stays as it is: nothing to normalise."""
+    op = OPS[name](c, c, stride, affine, track)
+    if not norm or isinstance(op, Zero) or isinstance(list(op.modules())[-1], nn.BatchNorm2d):
+        return op
+    return nn.Sequential(op, nn.BatchNorm2d(c, affine=affine, track_running_stats=track))
