@@ -74,8 +74,8 @@ TRAIN_DATA = ("all", "search_train")  # what the weights train on (see DHAConfig
 class DHAConfig:
     lr_range: tuple[float, ...] = spec((0.02, 0.2), gt=0.0, length=2)  # [low, high] of the searched peak lr
     wd_range: tuple[float, ...] = spec((1e-4, 1e-3), ge=0.0, length=2)  # [low, high] of the searched weight decay
-    lr_hyper_lr: float = spec(1e-4, ge=0.0)  # SGD step size of the lr's hypergradient
-    wd_hyper_lr: float = spec(1e-6, ge=0.0)  # SGD step size of the weight decay's hypergradient
+    lr_hyper_lr: float = spec(1e-5, ge=0.0)  # SGD step size of the lr's hypergradient (reference: 1e-8, the lr barely moves)
+    wd_hyper_lr: float = spec(1e-7, ge=0.0)  # SGD step size of the weight decay's hypergradient
     hyper_momentum: float = spec(0.9, ge=0.0, lt=1.0)  # the hyper-step's momentum, Nesterov (reference; 0: the paper's SGD)
     hyper_weight_decay: float = spec(5e-4, ge=0.0)  # the hyper-step's weight decay on lr and wd themselves (reference)
     arch_lr: float = spec(3e-4, gt=0.0)  # Adam lr of the ISTA codes (ISTA-NAS)
@@ -228,10 +228,7 @@ class DHA(SearchAlgorithm):
     def _architecture(self) -> tuple[dict, dict]:
         """What the epoch's model computes (the evaluation, the derivation, the saved model): the
         architecture the last epoch trained, never a support recovered after it."""
-        if self.trained is not None:
-            return self.trained
-        weights, active = self.mix()
-        return {k: w.detach() for k, w in weights.items()}, active
+        return self.trained if self.trained is not None else self._architecture_now()
 
     def fix_architecture(self, genotype: str) -> None:
         """Train `genotype` from here on (Sequential DHA's second stage)."""
