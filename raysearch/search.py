@@ -41,11 +41,12 @@ class SearchLoop:
     steps on its slice of every global batch of `batch_size`."""
 
     def __init__(self, algorithm: SearchAlgorithm, splits: Splits, epochs: int, batch_size: int, seed: int,
-                 device, dist=LOCAL):
+                 device, dist=LOCAL, data: tuple | None = None):
         self.algorithm, self.splits, self.search_epochs, self.device = algorithm, splits, epochs, device
         self.dist = dist
         shard = (dist.rank, dist.world_size)
-        train, val = search_data(getattr(algorithm, "options", None), splits, batch_size)
+        # `data`: search_data's (train, val), when the caller has them already (it copies the training data)
+        train, val = data or search_data(getattr(algorithm, "options", None), splits, batch_size)
         self.train = BatchStream(*train, batch_size, seed, shard)
         self.val = BatchStream(*val, batch_size, seed + 1, shard)
         self.epoch = 0
@@ -57,13 +58,14 @@ class SearchLoop:
     def from_config(cls, config: ExperimentConfig, splits: Splits, device=torch.device("cpu"),
                     dist=LOCAL) -> "SearchLoop":
         search = config.search
-        steps_per_epoch = len(search_data(search.options, splits, search.batch_size)[0][0]) // search.batch_size
+        data = search_data(search.options, splits, search.batch_size)
+        steps_per_epoch = len(data[0][0]) // search.batch_size
         algorithm = ALGORITHMS[search.algorithm].build(
             build_space(config.space, splits.shape), search.options, config.training,
             total_steps=search.epochs * steps_per_epoch, seed=config.seed, device=device,
             steps_per_epoch=steps_per_epoch, dist=dist,
         )
-        loop = cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device, dist)
+        loop = cls(algorithm, splits, search.epochs, search.batch_size, config.seed, device, dist, data)
         loop.config = config
         return loop
 

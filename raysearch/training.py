@@ -101,3 +101,25 @@ def accuracy(forward, x: torch.Tensor, y: torch.Tensor, device, batch_size: int 
 def pick_device() -> torch.device:
     """The run-time device: the first GPU when present, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Optimizers:
+    """Optimizers that step together as one (e.g. DHA's encodings: the codes' Adam and the pair matrix's SGD)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> list:
+        return [optimizer.state_dict() for optimizer in self.optimizers]
+
+    def load_state_dict(self, states: list) -> None:
+        for optimizer, state in zip(self.optimizers, states):
+            optimizer.load_state_dict(state)

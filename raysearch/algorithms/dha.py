@@ -63,7 +63,7 @@ from raysearch.distributed import LOCAL
 from raysearch.relax import probability_entropy
 from raysearch.schema import ConfigError, spec
 from raysearch.spaces.fixed import fixed_from_supernet, recalibrate_batch_norm
-from raysearch.training import TrainingConfig, clipped, scheduled_lr
+from raysearch.training import Optimizers, TrainingConfig, clipped, scheduled_lr
 
 
 POLICY = "augmentation"  # the encoding name of the pair policy (probabilities of the ops x ops pairs)
@@ -111,28 +111,6 @@ class DHAConfig:
         if self.search_arch and getattr(space.options, "op_norm", True) is False:
             raise ConfigError(f"space.op_norm: DHA's codes start at {self.code_init_std:g} (ISTA-NAS), so every "
                               f"op of a {space.name} supernet must end in a batch norm: set space.op_norm: true")
-
-
-class Optimizers:
-    """Optimizers that step together as one (the codes' Adam and the pair matrix's optimizer)."""
-
-    def __init__(self, *optimizers: torch.optim.Optimizer):
-        self.optimizers = optimizers
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
-
-    def state_dict(self) -> list:
-        return [optimizer.state_dict() for optimizer in self.optimizers]
-
-    def load_state_dict(self, states: list) -> None:
-        for optimizer, state in zip(self.optimizers, states):
-            optimizer.load_state_dict(state)
 
 
 class DHA(SearchAlgorithm):
